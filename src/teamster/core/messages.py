@@ -1,0 +1,327 @@
+"""The wire schema: every message that crosses a process boundary.
+
+Rules of this module:
+- Messages are frozen, slotted dataclasses with a ``stimulus_id`` as their last
+  field, so a task's story can be followed across processes.
+- Messages sent *to* a state machine are that machine's events: a
+  ``TaskFinished`` from a worker is a ``SchedulerState`` event as it arrives,
+  a ``ComputeTask`` from the scheduler is a ``WorkerState`` event.
+- Nothing here knows how it is encoded; ``runtime/comm/serialize.py`` turns
+  registered classes into msgpack and back. Collections are tuples because
+  the wire decodes arrays as tuples (so that dask's tuple keys stay hashable).
+- User data (functions, arguments, results, exceptions) is carried as opaque
+  ``Serialized`` blobs; the scheduler never looks inside them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeAlias, TypeVar, Union, dataclass_transform
+
+#: A task key: a string, or a dask-style tuple such as ("x-123", 0, 1).
+Key: TypeAlias = Union[str, tuple[Any, ...]]
+#: A worker's listening address, "tcp://host:port".
+Address: TypeAlias = str
+#: Priorities compare as tuples; lower runs first.
+Priority: TypeAlias = tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Serialized:
+    """Opaque user bytes: a pickle stream plus its out-of-band buffers.
+
+    Buffers are memoryviews or bytes that travel as separate frames, so a large
+    array is never copied into the pickle stream.
+    """
+
+    header: bytes
+    buffers: tuple[Any, ...] = ()
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.header) + sum(memoryview(b).nbytes for b in self.buffers)
+
+
+#: Every message class, in registration order; the index is its wire tag.
+MESSAGE_TYPES: list[type] = []
+
+
+_M = TypeVar("_M", bound=type)
+
+
+@dataclass_transform(frozen_default=True, field_specifiers=(field,))
+def message(cls: _M) -> _M:
+    """Register a frozen slotted dataclass as a wire message (tag = registration index)."""
+    new: Any = dataclass(frozen=True, slots=True)(cls)
+    new.tag = len(MESSAGE_TYPES)
+    MESSAGE_TYPES.append(new)
+    return new  # type: ignore[no-any-return]
+
+
+class Message:
+    tag: ClassVar[int]
+    stimulus_id: str
+
+
+# ---------------------------------------------------------------------------
+# Task description sent by clients
+
+
+@message
+class TaskSpec(Message):
+    """One task of a graph, as a client submits it."""
+
+    key: Key
+    #: Opaque callable + arguments; None for a key that only aliases data.
+    run_spec: Serialized | None
+    #: Keys whose values the task needs, in a stable order.
+    dependencies: tuple[Key, ...]
+    priority: Priority = ()
+    #: Worker addresses or names the task may run on (None: anywhere).
+    workers: tuple[str, ...] | None = None
+    allow_other_workers: bool = False
+    #: Abstract resources the task consumes while running, e.g. {"GPU": 1}.
+    resources: tuple[tuple[str, float], ...] | None = None
+    retries: int = 0
+    stimulus_id: str = ""
+
+
+# ---------------------------------------------------------------------------
+# Client -> scheduler (SchedulerState events)
+
+
+@message
+class RegisterClient(Message):
+    client: str
+    now: float
+    stimulus_id: str
+
+
+@message
+class RemoveClient(Message):
+    client: str
+    now: float
+    stimulus_id: str
+
+
+@message
+class UpdateGraph(Message):
+    """New tasks (one message for a whole graph or map) and the keys the client wants."""
+
+    client: str
+    tasks: tuple[TaskSpec, ...]
+    wanted: tuple[Key, ...]
+    now: float
+    stimulus_id: str
+
+
+@message
+class ReleaseKeys(Message):
+    """The client dropped its last future for these keys."""
+
+    client: str
+    keys: tuple[Key, ...]
+    stimulus_id: str
+
+
+@message
+class CancelKeys(Message):
+    client: str
+    keys: tuple[Key, ...]
+    stimulus_id: str
+
+
+@message
+class ScatteredData(Message):
+    """The client placed data on workers itself; the scheduler records where."""
+
+    client: str
+    #: (key, holders, nbytes) for each scattered value.
+    who_has: tuple[tuple[Key, tuple[Address, ...], int], ...]
+    stimulus_id: str
+
+
+# ---------------------------------------------------------------------------
+# Worker -> scheduler (SchedulerState events)
+
+
+@message
+class RegisterWorker(Message):
+    address: Address
+    name: str
+    nthreads: int
+    memory_limit: int
+    resources: tuple[tuple[str, float], ...]
+    now: float
+    stimulus_id: str
+
+
+@message
+class RemoveWorker(Message):
+    """The worker is gone: connection closed, heartbeats missed, or it retired."""
+
+    address: Address
+    reason: str
+    now: float
+    stimulus_id: str
+
+
+@message
+class Heartbeat(Message):
+    address: Address
+    now: float
+    #: Process metrics: cpu, memory, executing count (informational).
+    metrics: tuple[tuple[str, float], ...]
+    stimulus_id: str
+
+
+@message
+class TaskFinished(Message):
+    worker: Address
+    key: Key
+    nbytes: int
+    type_name: str
+    #: Wall time the task ran on the worker, in seconds.
+    duration: float
+    stimulus_id: str
+
+
+@message
+class TaskErred(Message):
+    worker: Address
+    key: Key
+    exception: Serialized | None
+    traceback: Serialized | None
+    #: repr of the exception, readable without unpickling.
+    exception_text: str
+    duration: float
+    stimulus_id: str
+
+
+@message
+class AddKeys(Message):
+    """The worker now holds replicas of these keys (fetched as dependencies)."""
+
+    worker: Address
+    keys: tuple[Key, ...]
+    stimulus_id: str
+
+
+@message
+class MissingData(Message):
+    """A peer did not have data the scheduler said it had."""
+
+    worker: Address
+    key: Key
+    errant_worker: Address
+    stimulus_id: str
+
+
+@message
+class RescheduleTask(Message):
+    """The worker gave up on a task (its inputs could not be fetched); place it again."""
+
+    worker: Address
+    key: Key
+    stimulus_id: str
+
+
+# ---------------------------------------------------------------------------
+# Scheduler -> worker (WorkerState events)
+
+
+@message
+class ComputeTask(Message):
+    key: Key
+    run_spec: Serialized | None
+    #: (dependency key, holders, nbytes) for every dependency.
+    who_has: tuple[tuple[Key, tuple[Address, ...], int], ...]
+    priority: Priority
+    resources: tuple[tuple[str, float], ...] | None
+    stimulus_id: str
+
+
+@message
+class FreeKeys(Message):
+    """Forget these keys: drop their data and any pending work on them."""
+
+    keys: tuple[Key, ...]
+    stimulus_id: str
+
+
+# ---------------------------------------------------------------------------
+# Scheduler -> client
+
+
+@message
+class KeyInMemory(Message):
+    key: Key
+    who_has: tuple[Address, ...]
+    nbytes: int
+    type_name: str
+    stimulus_id: str
+
+
+@message
+class KeyErred(Message):
+    """A wanted task failed. ``exception`` is None for failures the scheduler
+    itself diagnosed (lost data, killed workers); ``exception_text`` then says what happened."""
+
+    key: Key
+    exception: Serialized | None
+    traceback: Serialized | None
+    exception_text: str
+    stimulus_id: str
+
+
+@message
+class KeyCancelled(Message):
+    key: Key
+    reason: str
+    stimulus_id: str
+
+
+# ---------------------------------------------------------------------------
+# Point-to-point data transfer and queries (answered by the shells, not the cores)
+
+
+@message
+class GetData(Message):
+    """Ask a worker for values (a peer fetching dependencies, or a client gathering)."""
+
+    keys: tuple[Key, ...]
+    stimulus_id: str
+
+
+@message
+class DataReply(Message):
+    data: tuple[tuple[Key, Serialized], ...]
+    #: Keys the worker did not have.
+    missing: tuple[Key, ...]
+    stimulus_id: str
+
+
+@message
+class PutData(Message):
+    """A client scattering values onto a worker."""
+
+    data: tuple[tuple[Key, Serialized], ...]
+    stimulus_id: str
+
+
+@message
+class Request(Message):
+    """A query with a reply: {"op": ..., ...} answered by a Reply with the same id."""
+
+    request_id: int
+    op: str
+    args: dict[str, Any] = field(default_factory=dict)
+    stimulus_id: str = ""
+
+
+@message
+class Reply(Message):
+    request_id: int
+    ok: bool
+    result: Any
+    stimulus_id: str = ""

@@ -1,0 +1,181 @@
+"""What the scheduler knows about tasks, workers and clients.
+
+Collections of entities are dicts used as ordered sets (``dict[X, None]``):
+iteration follows insertion order, so no instruction order ever depends on
+hash randomisation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from teamster.core.messages import Key, Priority, Serialized
+
+#: Every state a scheduler-side task can be in.
+TASK_STATES = (
+    "released",  # known, not needed now or not yet started
+    "waiting",  # needed; some dependencies are not in memory yet
+    "queued",  # ready; waiting in the scheduler's queue for a worker slot
+    "no-worker",  # ready, but no connected worker satisfies its restrictions
+    "processing",  # assigned to a worker
+    "memory",  # result held by one or more workers
+    "erred",  # failed, or a dependency failed
+    "forgotten",  # removed from the scheduler; a terminal pseudo-state
+)
+
+
+class TaskPrefix:
+    """Tasks sharing a key prefix ("inc", "read-parquet"): their duration estimate."""
+
+    __slots__ = ("name", "duration_average", "n_measured")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        #: Exponentially weighted mean of measured durations; None until one finishes.
+        self.duration_average: float | None = None
+        self.n_measured = 0
+
+    def add_duration(self, duration: float) -> None:
+        if self.duration_average is None:
+            self.duration_average = duration
+        else:
+            # A short memory: prefixes drift (caches warm, inputs grow).
+            self.duration_average = 0.5 * self.duration_average + 0.5 * duration
+        self.n_measured += 1
+
+
+class TaskState:
+    __slots__ = (
+        "key",
+        "prefix",
+        "run_spec",
+        "priority",
+        "state",
+        "dependencies",
+        "dependents",
+        "waiting_on",
+        "waiters",
+        "who_has",
+        "processing_on",
+        "who_wants",
+        "nbytes",
+        "type_name",
+        "exception",
+        "traceback",
+        "exception_text",
+        "exception_blame",
+        "retries",
+        "worker_restrictions",
+        "allow_other_workers",
+        "resource_restrictions",
+        "suspicious",
+        "queue_seq",
+    )
+
+    def __init__(self, key: Key, prefix: TaskPrefix, run_spec: Serialized | None) -> None:
+        self.key = key
+        self.prefix = prefix
+        #: Opaque callable and arguments; None for data that was scattered.
+        self.run_spec = run_spec
+        self.priority: Priority = ()
+        self.state = "released"
+        #: Tasks whose results this task needs; mirrored by their ``dependents``.
+        self.dependencies: dict[TaskState, None] = {}
+        self.dependents: dict[TaskState, None] = {}
+        #: Dependencies not yet in memory; non-empty only while waiting.
+        self.waiting_on: dict[TaskState, None] = {}
+        #: Dependents that still need this task's result (not yet run, not released).
+        self.waiters: dict[TaskState, None] = {}
+        #: Workers holding the result; non-empty iff state == "memory".
+        self.who_has: dict[WorkerInfo, None] = {}
+        #: The worker running it; set iff state == "processing".
+        self.processing_on: WorkerInfo | None = None
+        #: Clients holding a future for this key.
+        self.who_wants: dict[ClientInfo, None] = {}
+        self.nbytes = -1
+        self.type_name = ""
+        self.exception: Serialized | None = None
+        self.traceback: Serialized | None = None
+        self.exception_text = ""
+        #: The task whose failure made this one fail (itself if it raised).
+        self.exception_blame: TaskState | None = None
+        self.retries = 0
+        #: Worker addresses or names it may run on; None means anywhere.
+        self.worker_restrictions: frozenset[str] | None = None
+        self.allow_other_workers = False
+        self.resource_restrictions: dict[str, float] | None = None
+        #: How many workers died while running it.
+        self.suspicious = 0
+        #: Sequence number of its live entry in the ready queue (stale entries differ).
+        self.queue_seq = -1
+
+    def __repr__(self) -> str:
+        return f"<Task {self.key!r} {self.state}>"
+
+    @property
+    def restricted(self) -> bool:
+        return bool(self.worker_restrictions and not self.allow_other_workers) or bool(
+            self.resource_restrictions
+        )
+
+
+class WorkerInfo:
+    __slots__ = (
+        "address",
+        "name",
+        "nthreads",
+        "memory_limit",
+        "resources",
+        "processing",
+        "occupancy",
+        "has_what",
+        "nbytes",
+        "last_seen",
+        "metrics",
+        "executed",
+        "busy_time",
+    )
+
+    def __init__(
+        self,
+        address: str,
+        name: str,
+        nthreads: int,
+        memory_limit: int,
+        resources: dict[str, float],
+        now: float,
+    ) -> None:
+        self.address = address
+        self.name = name
+        self.nthreads = nthreads
+        self.memory_limit = memory_limit
+        self.resources = resources
+        #: Tasks assigned here -> the duration estimate used when assigning.
+        self.processing: dict[TaskState, float] = {}
+        #: Sum of ``processing`` values: the expected seconds of work queued here.
+        self.occupancy = 0.0
+        #: Results held here; mirrored by ``TaskState.who_has``.
+        self.has_what: dict[TaskState, None] = {}
+        #: Sum of nbytes over ``has_what``.
+        self.nbytes = 0
+        self.last_seen = now
+        self.metrics: dict[str, Any] = {}
+        #: Tasks completed here and their summed measured durations (for reports).
+        self.executed = 0
+        self.busy_time = 0.0
+
+    def __repr__(self) -> str:
+        return f"<Worker {self.address} processing={len(self.processing)}>"
+
+
+class ClientInfo:
+    __slots__ = ("client_id", "wants_what", "last_seen")
+
+    def __init__(self, client_id: str, now: float) -> None:
+        self.client_id = client_id
+        #: Keys this client holds futures for; mirrored by ``TaskState.who_wants``.
+        self.wants_what: dict[TaskState, None] = {}
+        self.last_seen = now
+
+    def __repr__(self) -> str:
+        return f"<Client {self.client_id}>"

@@ -1,0 +1,13 @@
+"""Scheduler events that originate in its own shell rather than on the wire."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """Periodic: lets the core notice silent workers (missed heartbeats)."""
+
+    now: float
+    stimulus_id: str

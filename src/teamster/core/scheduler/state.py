@@ -1,0 +1,541 @@
+"""SchedulerState: the scheduler's whole mind, as a pure state machine.
+
+``handle(event) -> list[instruction]`` is the only entry point that changes
+state. Handlers translate an event into transitions (see transitions.py);
+transitions recommend further transitions, which run in a loop until none are
+left; then workers that gained room are refilled from the ready queue.
+Nothing here performs I/O or reads a clock: time arrives in events.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from teamster.core import messages as m
+from teamster.core.keys import key_prefix
+from teamster.core.scheduler import transitions as tr
+from teamster.core.scheduler.entities import ClientInfo, TaskPrefix, TaskState, WorkerInfo
+from teamster.core.scheduler.events import Tick
+from teamster.core.scheduler.instructions import CloseWorker, SchedulerInstruction, SendToClient, SendToWorker
+from teamster.core.scheduler.placement import Placement
+from teamster.core.scheduler.validation import validate_state, validate_task
+from teamster.core.story import InvalidTransition, StoryEntry, TransitionLog
+
+#: A task that was running on this many workers when each of them died is
+#: presumed to be what kills them, and is failed rather than retried forever.
+ALLOWED_FAILURES = 3
+
+
+class SchedulerState:
+    def __init__(
+        self,
+        *,
+        validate: bool = False,
+        heartbeat_timeout: float = 60.0,
+        transition_log_length: int = 100_000,
+    ) -> None:
+        #: Every task the scheduler knows, by key (forgotten tasks are removed).
+        self.tasks: dict[m.Key, TaskState] = {}
+        #: Connected workers by address.
+        self.workers: dict[str, WorkerInfo] = {}
+        #: The same workers by their user-facing name (names are unique).
+        self.workers_by_name: dict[str, WorkerInfo] = {}
+        self.clients: dict[str, ClientInfo] = {}
+        self.prefixes: dict[str, TaskPrefix] = {}
+        #: Workers with room for more tasks (not saturated), in rotation order.
+        self.idle: dict[WorkerInfo, None] = {}
+        #: Restricted ready tasks that no connected worker may run.
+        self.unrunnable: dict[TaskState, None] = {}
+        #: Ready unrestricted tasks waiting for room: (priority, seq, task);
+        #: an entry is live iff its seq equals the task's queue_seq.
+        self.queue: list[tuple[Any, int, TaskState]] = []
+        self.n_queued = 0
+        self._seq = 0
+        self.generation = 0
+        self.placement = Placement(self)
+        self.heartbeat_timeout = heartbeat_timeout
+        self.log = TransitionLog(transition_log_length)
+        self.validate_enabled = validate
+        #: Instructions produced by the event being handled.
+        self.out: list[SchedulerInstruction] = []
+        self._recs: dict[TaskState, str] = {}
+        self._freed: dict[WorkerInfo, None] = {}
+        self._touched: dict[TaskState, None] = {}
+        self._events_since_full_validation = 0
+        self.n_events = 0
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            m.RegisterClient: self._register_client,
+            m.RemoveClient: self._remove_client,
+            m.UpdateGraph: self._update_graph,
+            m.ReleaseKeys: self._release_keys,
+            m.CancelKeys: self._cancel_keys,
+            m.ScatteredData: self._scattered_data,
+            m.RegisterWorker: self._register_worker,
+            m.RemoveWorker: self._remove_worker,
+            m.Heartbeat: self._heartbeat,
+            m.TaskFinished: self._task_finished,
+            m.TaskErred: self._task_erred,
+            m.AddKeys: self._add_keys,
+            m.MissingData: self._missing_data,
+            m.RescheduleTask: self._reschedule,
+            Tick: self._tick,
+        }
+
+    # ------------------------------------------------------------------ driver
+
+    def handle(self, event: Any) -> list[SchedulerInstruction]:
+        """Apply one event; return what the shell must do, in order."""
+        out: list[SchedulerInstruction] = []
+        self.out = out
+        handler = self._handlers.get(type(event))
+        if handler is None:
+            raise TypeError(f"SchedulerState cannot handle {type(event).__name__}")
+        self.n_events += 1
+        handler(event)
+        self._run_recommendations(event.stimulus_id)
+        self._fill_freed(event.stimulus_id)
+        if self.validate_enabled:
+            self._validate_after_event()
+        self.out = []
+        return out
+
+    def recommend(self, ts: TaskState, finish: str) -> None:
+        self._recs[ts] = finish
+
+    def transition(self, ts: TaskState, finish: str, stimulus_id: str) -> None:
+        start = ts.state
+        if start == finish:
+            return
+        func = tr.TRANSITIONS.get((start, finish))
+        if func is None:
+            raise InvalidTransition(ts.key, start, finish, self.story(ts.key))
+        func(self, ts, stimulus_id)
+        self.log.append(ts.key, start, ts.state, stimulus_id)
+        self._touched[ts] = None
+
+    def _run_recommendations(self, stimulus_id: str) -> None:
+        recs = self._recs
+        while recs:
+            ts, finish = recs.popitem()
+            if ts.state == finish or ts.state == "forgotten":
+                continue
+            if (ts.state, finish) not in tr.TRANSITIONS:
+                # Overtaken by a later transition (e.g. a dependent recommended
+                # for processing was released meanwhile): record and drop.
+                self.log.append(ts.key, ts.state, f"skip:{finish}", stimulus_id)
+                continue
+            self.transition(ts, finish, stimulus_id)
+
+    def _fill_freed(self, stimulus_id: str) -> None:
+        """Workers that gained room take the highest-priority queued tasks."""
+        while self._freed:
+            ws, _ = self._freed.popitem()
+            if self.workers.get(ws.address) is not ws:
+                continue
+            while ws in self.idle and self.n_queued:
+                ts = self._pop_queue()
+                if ts is None:
+                    break
+                self.transition(ts, "processing", stimulus_id)
+                if ts.state == "queued":  # nowhere to go after all
+                    self.push_queue(ts)
+                    break
+            self._run_recommendations(stimulus_id)
+
+    # ------------------------------------------------------------ index upkeep
+
+    def is_needed(self, ts: TaskState) -> bool:
+        return bool(ts.who_wants or ts.waiters)
+
+    def push_queue(self, ts: TaskState) -> None:
+        self._seq += 1
+        ts.queue_seq = self._seq
+        heapq.heappush(self.queue, (ts.priority, self._seq, ts))
+        self.n_queued += 1
+
+    def _pop_queue(self) -> TaskState | None:
+        queue = self.queue
+        while queue:
+            _, seq, ts = heapq.heappop(queue)
+            if ts.queue_seq == seq and ts.state == "queued":
+                self.queue_entry_removed(ts)
+                return ts
+        return None
+
+    def queue_entry_removed(self, ts: TaskState) -> None:
+        """A queued task left the queue by another route; its heap entry is now stale."""
+        ts.queue_seq = -1
+        self.n_queued -= 1
+
+    def update_idle(self, ws: WorkerInfo) -> None:
+        if self.workers.get(ws.address) is not ws:
+            return
+        if self.placement.is_saturated(ws):
+            self.idle.pop(ws, None)
+        elif ws not in self.idle:
+            self.idle[ws] = None
+
+    def rotate_idle(self, k: int) -> Iterator[WorkerInfo]:
+        """Up to k idle workers from the front, moved to the back: spreads new work."""
+        idle = self.idle
+        for _ in range(min(k, len(idle))):
+            ws = next(iter(idle))
+            del idle[ws]
+            idle[ws] = None
+            yield ws
+
+    def assign(self, ts: TaskState, ws: WorkerInfo, stimulus_id: str) -> None:
+        duration = self.placement.estimate_duration(ts)
+        ts.state = "processing"
+        ts.processing_on = ws
+        ws.processing[ts] = duration
+        ws.occupancy += duration
+        self.update_idle(ws)
+        self.out.append(SendToWorker(ws.address, tr.compute_message(self, ts, stimulus_id)))
+
+    def unassign(self, ts: TaskState, ws: WorkerInfo) -> None:
+        ws.occupancy -= ws.processing.pop(ts)
+        if not ws.processing:
+            ws.occupancy = 0.0  # no float drift survives an empty queue
+        ts.processing_on = None
+        self.update_idle(ws)
+        self._freed[ws] = None
+
+    def add_replica(self, ts: TaskState, ws: WorkerInfo) -> None:
+        if ws not in ts.who_has:
+            ts.who_has[ws] = None
+            ws.has_what[ts] = None
+            ws.nbytes += max(ts.nbytes, 0)
+
+    def remove_replica(self, ts: TaskState, ws: WorkerInfo) -> None:
+        del ts.who_has[ws]
+        del ws.has_what[ts]
+        ws.nbytes -= max(ts.nbytes, 0)
+
+    def forget(self, ts: TaskState) -> None:
+        del self.tasks[ts.key]
+
+    def story(self, *keys: m.Key) -> list[StoryEntry]:
+        return self.log.story(*keys)
+
+    # ---------------------------------------------------------------- clients
+
+    def _client(self, client_id: str, now: float = 0.0) -> ClientInfo:
+        cs = self.clients.get(client_id)
+        if cs is None:
+            cs = self.clients[client_id] = ClientInfo(client_id, now)
+        return cs
+
+    def _register_client(self, ev: m.RegisterClient) -> None:
+        self._client(ev.client, ev.now).last_seen = ev.now
+
+    def _remove_client(self, ev: m.RemoveClient) -> None:
+        cs = self.clients.get(ev.client)
+        if cs is None:
+            return
+        self._release_for_client(cs, list(cs.wants_what))
+        del self.clients[ev.client]
+
+    def _want(self, cs: ClientInfo, ts: TaskState, stimulus_id: str) -> None:
+        if ts in cs.wants_what:
+            return
+        cs.wants_what[ts] = None
+        ts.who_wants[cs] = None
+        if ts.state == "memory":
+            msg = m.KeyInMemory(
+                ts.key, tuple(w.address for w in ts.who_has), ts.nbytes, ts.type_name, stimulus_id
+            )
+            self.out.append(SendToClient(cs.client_id, msg))
+        elif ts.state == "erred":
+            err = m.KeyErred(ts.key, ts.exception, ts.traceback, ts.exception_text, stimulus_id)
+            self.out.append(SendToClient(cs.client_id, err))
+
+    def _update_graph(self, ev: m.UpdateGraph) -> None:
+        cs = self._client(ev.client, ev.now)
+        self.generation += 1
+        new: list[TaskState] = []
+        specs: dict[m.Key, m.TaskSpec] = {}
+        for spec in ev.tasks:
+            if spec.key in self.tasks:
+                continue  # same key, same computation (keys are content-addressed)
+            specs[spec.key] = spec
+            prefix_name = key_prefix(spec.key)
+            prefix = self.prefixes.get(prefix_name)
+            if prefix is None:
+                prefix = self.prefixes[prefix_name] = TaskPrefix(prefix_name)
+            ts = self.tasks[spec.key] = TaskState(spec.key, prefix, spec.run_spec)
+            user_priority = spec.priority[0] if spec.priority else 0
+            ts.priority = (-user_priority, self.generation, *spec.priority[1:])
+            ts.retries = spec.retries
+            if spec.workers:
+                ts.worker_restrictions = frozenset(spec.workers)
+                ts.allow_other_workers = spec.allow_other_workers
+            if spec.resources:
+                ts.resource_restrictions = dict(spec.resources)
+            new.append(ts)
+        for ts in new:
+            for dep_key in specs[ts.key].dependencies:
+                dts = self.tasks.get(dep_key)
+                if dts is None:
+                    # The client referenced a key that is gone (its future was released).
+                    ts.exception_text = (
+                        f"Task {ts.key!r} depends on {dep_key!r}, which the scheduler "
+                        "does not hold (was its future released or cancelled?)"
+                    )
+                    ts.exception_blame = ts
+                    continue
+                ts.dependencies[dts] = None
+                dts.dependents[ts] = None
+        for key in ev.wanted:
+            wts = self.tasks.get(key)
+            if wts is not None:
+                self._want(cs, wts, ev.stimulus_id)
+        for ts in new:
+            if ts.exception_blame is ts:
+                self.transition(ts, "erred", ev.stimulus_id)
+            elif self.is_needed(ts) and ts.state == "released":
+                self.transition(ts, "waiting", ev.stimulus_id)
+        for ts in new:
+            if ts.state == "released" and not self.is_needed(ts) and not ts.dependents:
+                self.recommend(ts, "forgotten")
+
+    def _release_for_client(self, cs: ClientInfo, tasks: list[TaskState]) -> None:
+        for ts in tasks:
+            if ts not in cs.wants_what:
+                continue
+            del cs.wants_what[ts]
+            del ts.who_wants[cs]
+            if self.is_needed(ts):
+                continue
+            if ts.state in ("released", "erred"):
+                # An erred task with dependents stays: it explains their failure.
+                if not ts.dependents:
+                    self.recommend(ts, "forgotten")
+            else:
+                self.recommend(ts, "released")
+
+    def _release_keys(self, ev: m.ReleaseKeys) -> None:
+        cs = self.clients.get(ev.client)
+        if cs is None:
+            return
+        self._release_for_client(cs, [self.tasks[k] for k in ev.keys if k in self.tasks])
+
+    def _cancel_keys(self, ev: m.CancelKeys) -> None:
+        cs = self.clients.get(ev.client)
+        if cs is None:
+            return
+        # Cancelling a future cancels the client's futures that depend on it.
+        todo = [self.tasks[k] for k in ev.keys if k in self.tasks]
+        seen: dict[TaskState, None] = {}
+        while todo:
+            ts = todo.pop()
+            if ts in seen:
+                continue
+            seen[ts] = None
+            todo.extend(d for d in ts.dependents if d not in seen)
+        cancelled = [ts for ts in seen if ts in cs.wants_what]
+        for ts in cancelled:
+            tr.cancel_notice(self, ts, cs.client_id, ev.stimulus_id)
+        self._release_for_client(cs, cancelled)
+
+    def _scattered_data(self, ev: m.ScatteredData) -> None:
+        cs = self._client(ev.client)
+        for key, holders, nbytes in ev.who_has:
+            workers = [self.workers[a] for a in holders if a in self.workers]
+            ts = self.tasks.get(key)
+            if ts is None:
+                prefix_name = key_prefix(key)
+                prefix = self.prefixes.get(prefix_name)
+                if prefix is None:
+                    prefix = self.prefixes[prefix_name] = TaskPrefix(prefix_name)
+                ts = self.tasks[key] = TaskState(key, prefix, None)
+            if ts.state not in ("released", "memory"):
+                continue  # a computation under this key is already under way
+            self._want(cs, ts, ev.stimulus_id)
+            if not workers:
+                ts.exception_text = f"Scattered {key!r} to workers that have since left"
+                ts.exception_blame = ts
+                if ts.state == "released":
+                    self.transition(ts, "erred", ev.stimulus_id)
+                continue
+            ts.nbytes = nbytes
+            for ws in workers:
+                self.add_replica(ts, ws)
+            if ts.state == "released":
+                self.transition(ts, "memory", ev.stimulus_id)
+
+    # ---------------------------------------------------------------- workers
+
+    def _register_worker(self, ev: m.RegisterWorker) -> None:
+        old = self.workers.get(ev.address)
+        if old is not None:
+            self._drop_worker(old, "re-registered", ev.stimulus_id)
+        name = ev.name or ev.address
+        if name in self.workers_by_name:
+            self.out.append(
+                CloseWorker(ev.address, f"a worker named {name!r} is already connected",
+                            ev.stimulus_id)
+            )
+            return
+        ws = WorkerInfo(
+            ev.address, name, ev.nthreads, ev.memory_limit, dict(ev.resources), ev.now
+        )
+        self.workers[ev.address] = ws
+        self.workers_by_name[name] = ws
+        self.idle[ws] = None
+        self._freed[ws] = None
+        for ts in self.unrunnable:
+            self.recommend(ts, "processing")
+
+    def _remove_worker(self, ev: m.RemoveWorker) -> None:
+        ws = self.workers.get(ev.address)
+        if ws is not None:
+            self._drop_worker(ws, ev.reason, ev.stimulus_id)
+
+    def _drop_worker(self, ws: WorkerInfo, reason: str, stimulus_id: str) -> None:
+        del self.workers[ws.address]
+        del self.workers_by_name[ws.name]
+        self.idle.pop(ws, None)
+        self._freed.pop(ws, None)
+        for ts in list(ws.processing):
+            ts.suspicious += 1
+            if ts.suspicious >= ALLOWED_FAILURES:
+                ts.exception_text = (
+                    f"KilledWorker: {ts.key!r} was running on {ts.suspicious} workers that "
+                    f"died (last {ws.address}: {reason}); it may be what kills them, "
+                    "so it was not retried."
+                )
+                ts.exception_blame = ts
+                self.transition(ts, "erred", stimulus_id)
+            else:
+                self.transition(ts, "released", stimulus_id)
+        for ts in list(ws.has_what):
+            self.remove_replica(ts, ws)
+            if not ts.who_has and ts.state == "memory":
+                self.transition(ts, "released", stimulus_id)
+
+    def _heartbeat(self, ev: m.Heartbeat) -> None:
+        ws = self.workers.get(ev.address)
+        if ws is not None:
+            ws.last_seen = ev.now
+            ws.metrics = dict(ev.metrics)
+
+    def _tick(self, ev: Tick) -> None:
+        deadline = ev.now - self.heartbeat_timeout
+        for ws in [ws for ws in self.workers.values() if ws.last_seen < deadline]:
+            self.out.append(CloseWorker(ws.address, "missed heartbeats", ev.stimulus_id))
+            self._drop_worker(ws, f"no heartbeat for {self.heartbeat_timeout}s", ev.stimulus_id)
+
+    def _task_finished(self, ev: m.TaskFinished) -> None:
+        ws = self.workers.get(ev.worker)
+        if ws is None:
+            return  # a late message from a worker already removed
+        ts = self.tasks.get(ev.key)
+        if ts is None or ts.state not in ("processing", "memory") or (
+            ts.state == "processing" and ts.processing_on is not ws
+        ):
+            # Released, cancelled or re-placed meanwhile: the result is not wanted here.
+            self.out.append(SendToWorker(ws.address, m.FreeKeys((ev.key,), ev.stimulus_id)))
+            return
+        ts.prefix.add_duration(ev.duration)
+        ws.executed += 1
+        ws.busy_time += ev.duration
+        if ts.state == "memory":
+            self.add_replica(ts, ws)
+            return
+        ts.nbytes = ev.nbytes
+        ts.type_name = ev.type_name
+        self.transition(ts, "memory", ev.stimulus_id)
+
+    def _task_erred(self, ev: m.TaskErred) -> None:
+        ws = self.workers.get(ev.worker)
+        ts = self.tasks.get(ev.key)
+        if ws is None or ts is None or ts.processing_on is not ws:
+            return
+        ws.executed += 1
+        ws.busy_time += ev.duration
+        if ts.retries > 0:
+            ts.retries -= 1
+            self.transition(ts, "released", ev.stimulus_id)
+            return
+        ts.exception = ev.exception
+        ts.traceback = ev.traceback
+        ts.exception_text = ev.exception_text
+        ts.exception_blame = ts
+        self.transition(ts, "erred", ev.stimulus_id)
+
+    def _add_keys(self, ev: m.AddKeys) -> None:
+        ws = self.workers.get(ev.worker)
+        if ws is None:
+            return
+        unknown = []
+        for key in ev.keys:
+            ts = self.tasks.get(key)
+            if ts is not None and ts.state == "memory":
+                self.add_replica(ts, ws)
+            else:
+                unknown.append(key)
+        if unknown:
+            self.out.append(SendToWorker(ws.address, m.FreeKeys(tuple(unknown), ev.stimulus_id)))
+
+    def _missing_data(self, ev: m.MissingData) -> None:
+        ts = self.tasks.get(ev.key)
+        errant = self.workers.get(ev.errant_worker)
+        if ts is None or errant is None or errant not in ts.who_has:
+            return
+        self.remove_replica(ts, errant)
+        if not ts.who_has and ts.state == "memory":
+            self.transition(ts, "released", ev.stimulus_id)
+
+    def _reschedule(self, ev: m.RescheduleTask) -> None:
+        ts = self.tasks.get(ev.key)
+        ws = self.workers.get(ev.worker)
+        if ts is not None and ws is not None and ts.processing_on is ws:
+            self.transition(ts, "released", ev.stimulus_id)
+
+    # ------------------------------------------------------------- reporting
+
+    def worker_info(self) -> dict[str, dict[str, Any]]:
+        return {
+            addr: {
+                "name": ws.name,
+                "nthreads": ws.nthreads,
+                "memory_limit": ws.memory_limit,
+                "resources": dict(ws.resources),
+                "processing": len(ws.processing),
+                "in_memory": len(ws.has_what),
+                "nbytes": ws.nbytes,
+                "executed": ws.executed,
+                "busy_time": ws.busy_time,
+                "metrics": dict(ws.metrics),
+                "last_seen": ws.last_seen,
+            }
+            for addr, ws in self.workers.items()
+        }
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for ts in self.tasks.values():
+            out[ts.state] = out.get(ts.state, 0) + 1
+        return out
+
+    # ------------------------------------------------------------- validation
+
+    def validate(self) -> None:
+        """Cross-check every index; raises InvariantError with the story."""
+        validate_state(self)
+
+    def _validate_after_event(self) -> None:
+        for ts in self._touched:
+            if ts.state != "forgotten":
+                validate_task(self, ts)
+        self._touched.clear()
+        # Full checks cost O(tasks + workers); amortise them so validation
+        # stays affordable on large graphs (every event while small).
+        self._events_since_full_validation += 1
+        size = len(self.tasks) + len(self.workers)
+        if self._events_since_full_validation * 200 >= size:
+            self._events_since_full_validation = 0
+            validate_state(self)

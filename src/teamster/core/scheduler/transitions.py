@@ -1,0 +1,294 @@
+"""The scheduler's transition table: ``TRANSITIONS[(start, finish)]``.
+
+Rules of this module:
+- A transition function changes exactly one task's state and the indices that
+  mirror it, appends instructions to ``state.out`` and may *recommend* further
+  transitions via ``state.recommend``; it never calls another transition
+  directly (recursion would overflow on long chains).
+- A pair missing from the table is a bug: ``SchedulerState.transition`` raises
+  ``InvalidTransition`` with the task's story.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from teamster.core.messages import ComputeTask, FreeKeys, KeyCancelled, KeyErred, KeyInMemory
+from teamster.core.scheduler.entities import TaskState
+from teamster.core.scheduler.instructions import SendToClient, SendToWorker
+
+if TYPE_CHECKING:
+    from teamster.core.scheduler.state import SchedulerState
+
+Transition = Callable[["SchedulerState", TaskState, str], None]
+
+
+def _leave_dependencies(s: SchedulerState, ts: TaskState) -> None:
+    """ts no longer needs its inputs: drop it from their waiters; free unneeded ones."""
+    ts.waiting_on.clear()
+    for dts in ts.dependencies:
+        if ts in dts.waiters:
+            del dts.waiters[ts]
+            if not s.is_needed(dts) and dts.state in ("memory", "waiting", "queued",
+                                                        "no-worker", "processing"):
+                s.recommend(dts, "released")
+
+
+def _after_release(s: SchedulerState, ts: TaskState) -> None:
+    if s.is_needed(ts):
+        s.recommend(ts, "waiting")
+    elif not ts.dependents and not ts.who_wants:
+        s.recommend(ts, "forgotten")
+
+
+def released_waiting(s: SchedulerState, ts: TaskState, stimulus_id: str) -> None:
+    if not s.is_needed(ts):
+        _after_release(s, ts)  # stale recommendation: nobody needs it any more
+        return
+    if ts.run_spec is None:
+        # Scattered data cannot be recomputed once lost.
+        ts.exception_text = (
+            f"Data for {ts.key!r} was lost with its worker and cannot be recomputed "
+            "(it was scattered, not computed); scatter it again."
+        )
+        ts.exception_blame = ts
+        ts.state = "waiting"
+        s.recommend(ts, "erred")
+        return
+    ts.state = "waiting"
+    for dts in ts.dependencies:
+        dts.waiters[ts] = None
+        if dts.state == "erred":
+            ts.exception_blame = dts.exception_blame or dts
+            s.recommend(ts, "erred")
+            return
+        if dts.state != "memory":
+            ts.waiting_on[dts] = None
+            if dts.state == "released":
+                s.recommend(dts, "waiting")
+    if not ts.waiting_on:
+        s.recommend(ts, "processing")
+
+
+def waiting_processing(s: SchedulerState, ts: TaskState, stimulus_id: str) -> None:
+    """Ready: place it now, or park it in the queue / no-worker set."""
+    if ts.waiting_on:
+        return  # stale recommendation; a dependency was lost meanwhile
+    ws = s.placement.choose_worker(ts)
+    if ws is None:
+        if ts.restricted:
+            ts.state = "no-worker"
+            s.unrunnable[ts] = None
+        else:
+            ts.state = "queued"
+            s.push_queue(ts)
+        return
+    s.assign(ts, ws, stimulus_id)
+
+
+def queued_processing(s: SchedulerState, ts: TaskState, stimulus_id: str) -> None:
+    """Reached after ``_pop_queue`` took the task out of the heap."""
+    ws = s.placement.choose_worker(ts)
+    if ws is None:
+        return  # still no room; the caller puts it back
+    if ts.queue_seq != -1:
+        s.queue_entry_removed(ts)
+    s.assign(ts, ws, stimulus_id)
+
+
+def no_worker_processing(s: SchedulerState, ts: TaskState, stimulus_id: str) -> None:
+    ws = s.placement.choose_worker(ts)
+    if ws is None:
+        return
+    del s.unrunnable[ts]
+    s.assign(ts, ws, stimulus_id)
+
+
+def waiting_released(s: SchedulerState, ts: TaskState, stimulus_id: str) -> None:
+    ts.state = "released"
+    _leave_dependencies(s, ts)
+    _after_release(s, ts)
+
+
+def queued_released(s: SchedulerState, ts: TaskState, stimulus_id: str) -> None:
+    s.queue_entry_removed(ts)  # its heap entry becomes stale
+    waiting_released(s, ts, stimulus_id)
+
+
+def no_worker_released(s: SchedulerState, ts: TaskState, stimulus_id: str) -> None:
+    del s.unrunnable[ts]
+    waiting_released(s, ts, stimulus_id)
+
+
+def processing_released(s: SchedulerState, ts: TaskState, stimulus_id: str) -> None:
+    ws = ts.processing_on
+    assert ws is not None
+    s.unassign(ts, ws)
+    if ws.address in s.workers:
+        s.out.append(SendToWorker(ws.address, FreeKeys((ts.key,), stimulus_id)))
+    waiting_released(s, ts, stimulus_id)
+
+
+def processing_memory(s: SchedulerState, ts: TaskState, stimulus_id: str) -> None:
+    """Called by the TaskFinished handler after it set nbytes/type_name."""
+    ws = ts.processing_on
+    assert ws is not None
+    s.unassign(ts, ws)
+    ts.state = "memory"
+    s.add_replica(ts, ws)
+    _on_memory(s, ts, stimulus_id)
+
+
+def _on_memory(s: SchedulerState, ts: TaskState, stimulus_id: str) -> None:
+    if ts.who_wants:
+        msg = KeyInMemory(
+            ts.key, tuple(w.address for w in ts.who_has), ts.nbytes, ts.type_name, stimulus_id
+        )
+        for cs in ts.who_wants:
+            s.out.append(SendToClient(cs.client_id, msg))
+    for dts in ts.dependents:
+        if ts in dts.waiting_on:
+            del dts.waiting_on[ts]
+            if not dts.waiting_on and dts.state == "waiting":
+                s.recommend(dts, "processing")
+    _leave_dependencies(s, ts)
+    if not s.is_needed(ts):
+        s.recommend(ts, "released")
+
+
+def released_memory(s: SchedulerState, ts: TaskState, stimulus_id: str) -> None:
+    """Scattered data arrived (who_has set by the handler before this runs)."""
+    ts.state = "memory"
+    _on_memory(s, ts, stimulus_id)
+
+
+def memory_released(s: SchedulerState, ts: TaskState, stimulus_id: str) -> None:
+    msg = FreeKeys((ts.key,), stimulus_id)
+    for ws in list(ts.who_has):
+        s.remove_replica(ts, ws)
+        s.out.append(SendToWorker(ws.address, msg))
+    ts.state = "released"
+    for dts in ts.dependents:
+        # A waiting dependent needs this again: it must wait for the recomputation.
+        if dts.state in ("waiting", "queued", "no-worker", "processing"):
+            dts.waiting_on[ts] = None
+            if dts.state != "waiting":
+                s.recommend(dts, "released")
+    _after_release(s, ts)
+
+
+def _fail(s: SchedulerState, ts: TaskState, stimulus_id: str) -> None:
+    ts.state = "erred"
+    blame = ts.exception_blame or ts
+    if blame is not ts:
+        ts.exception, ts.traceback = blame.exception, blame.traceback
+        ts.exception_text = blame.exception_text
+    if ts.who_wants:
+        msg = KeyErred(ts.key, ts.exception, ts.traceback, ts.exception_text, stimulus_id)
+        for cs in ts.who_wants:
+            s.out.append(SendToClient(cs.client_id, msg))
+    for dts in ts.dependents:
+        if dts.state in ("waiting", "queued", "no-worker", "processing", "released") and (
+            dts.state != "released" or s.is_needed(dts)
+        ):
+            dts.exception_blame = blame
+            s.recommend(dts, "erred")
+    _leave_dependencies(s, ts)
+
+
+def processing_erred(s: SchedulerState, ts: TaskState, stimulus_id: str) -> None:
+    ws = ts.processing_on
+    assert ws is not None
+    s.unassign(ts, ws)
+    if ts.exception_blame is not ts and ws.address in s.workers:
+        # Failed because an input failed: stop the worker's copy.
+        s.out.append(SendToWorker(ws.address, FreeKeys((ts.key,), stimulus_id)))
+    _fail(s, ts, stimulus_id)
+
+
+def waiting_erred(s: SchedulerState, ts: TaskState, stimulus_id: str) -> None:
+    _fail(s, ts, stimulus_id)
+
+
+def queued_erred(s: SchedulerState, ts: TaskState, stimulus_id: str) -> None:
+    s.queue_entry_removed(ts)
+    _fail(s, ts, stimulus_id)
+
+
+def no_worker_erred(s: SchedulerState, ts: TaskState, stimulus_id: str) -> None:
+    del s.unrunnable[ts]
+    _fail(s, ts, stimulus_id)
+
+
+def released_erred(s: SchedulerState, ts: TaskState, stimulus_id: str) -> None:
+    _fail(s, ts, stimulus_id)
+
+
+def erred_released(s: SchedulerState, ts: TaskState, stimulus_id: str) -> None:
+    ts.state = "released"
+    ts.exception = ts.traceback = None
+    ts.exception_text = ""
+    ts.exception_blame = None
+    for dts in ts.dependents:
+        if dts.state == "erred":
+            s.recommend(dts, "released")
+    _after_release(s, ts)
+
+
+def released_forgotten(s: SchedulerState, ts: TaskState, stimulus_id: str) -> None:
+    if ts.dependents or ts.who_wants:
+        return  # stale: something needs it again
+    ts.state = "forgotten"
+    for dts in ts.dependencies:
+        del dts.dependents[ts]
+        dts.waiters.pop(ts, None)
+        if dts.state in ("released", "erred") and not dts.dependents and not dts.who_wants:
+            s.recommend(dts, "forgotten")
+        elif dts.state == "memory" and not s.is_needed(dts):
+            s.recommend(dts, "released")
+    s.forget(ts)
+
+
+def erred_forgotten(s: SchedulerState, ts: TaskState, stimulus_id: str) -> None:
+    if ts.dependents or ts.who_wants:
+        return
+    erred_released(s, ts, stimulus_id)
+    released_forgotten(s, ts, stimulus_id)
+
+
+def cancel_notice(s: SchedulerState, ts: TaskState, client_id: str, stimulus_id: str) -> None:
+    s.out.append(SendToClient(client_id, KeyCancelled(ts.key, "cancelled", stimulus_id)))
+
+
+def compute_message(s: SchedulerState, ts: TaskState, stimulus_id: str) -> ComputeTask:
+    who_has = tuple(
+        (dts.key, tuple(w.address for w in dts.who_has), dts.nbytes) for dts in ts.dependencies
+    )
+    resources = (
+        tuple(sorted(ts.resource_restrictions.items())) if ts.resource_restrictions else None
+    )
+    return ComputeTask(ts.key, ts.run_spec, who_has, ts.priority, resources, stimulus_id)
+
+
+TRANSITIONS: dict[tuple[str, str], Transition] = {
+    ("released", "waiting"): released_waiting,
+    ("released", "memory"): released_memory,
+    ("released", "erred"): released_erred,
+    ("released", "forgotten"): released_forgotten,
+    ("waiting", "processing"): waiting_processing,
+    ("waiting", "released"): waiting_released,
+    ("waiting", "erred"): waiting_erred,
+    ("queued", "processing"): queued_processing,
+    ("queued", "released"): queued_released,
+    ("queued", "erred"): queued_erred,
+    ("no-worker", "processing"): no_worker_processing,
+    ("no-worker", "released"): no_worker_released,
+    ("no-worker", "erred"): no_worker_erred,
+    ("processing", "memory"): processing_memory,
+    ("processing", "released"): processing_released,
+    ("processing", "erred"): processing_erred,
+    ("memory", "released"): memory_released,
+    ("erred", "released"): erred_released,
+    ("erred", "forgotten"): erred_forgotten,
+}

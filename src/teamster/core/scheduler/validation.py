@@ -1,0 +1,128 @@
+"""Invariants of SchedulerState, checked after events in validation mode.
+
+Each check names the two indices that must agree. A failure raises
+InvariantError carrying the task's story, so a hang or a wrong answer in a
+test surfaces as the broken invariant that caused it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from teamster.core.scheduler.entities import TASK_STATES, TaskState
+from teamster.core.story import InvariantError
+
+if TYPE_CHECKING:
+    from teamster.core.scheduler.state import SchedulerState
+
+
+def _fail(s: SchedulerState, ts: TaskState | None, what: str) -> None:
+    if ts is None:
+        raise InvariantError(what)
+    lines = "\n".join(f"  {e.start} -> {e.finish} ({e.stimulus_id})" for e in s.story(ts.key)[-20:])
+    raise InvariantError(f"{what}\ntask {ts.key!r} in state {ts.state!r}; story:\n{lines}")
+
+
+def validate_task(s: SchedulerState, ts: TaskState) -> None:
+    if s.tasks.get(ts.key) is not ts:
+        _fail(s, ts, "task not registered under its key")
+    if ts.state not in TASK_STATES:
+        _fail(s, ts, "unknown state")
+    for dts in ts.dependencies:
+        if ts not in dts.dependents:
+            _fail(s, ts, f"dependency {dts.key!r} does not list it as a dependent")
+        if dts.state == "forgotten" or s.tasks.get(dts.key) is not dts:
+            _fail(s, ts, f"dependency {dts.key!r} was forgotten")
+    for dts in ts.dependents:
+        if ts not in dts.dependencies:
+            _fail(s, ts, f"dependent {dts.key!r} does not list it as a dependency")
+    for dts in ts.waiters:
+        if ts not in dts.dependencies:
+            _fail(s, ts, f"waiter {dts.key!r} is not a dependent")
+        if dts.state not in ("waiting", "queued", "no-worker", "processing"):
+            _fail(s, ts, f"waiter {dts.key!r} is {dts.state}, not pending")
+    pending = ts.state in ("waiting", "queued", "no-worker", "processing")
+    for dts in ts.dependencies:
+        if pending and ts not in dts.waiters:
+            _fail(s, ts, f"pending task missing from waiters of {dts.key!r}")
+    for cs in ts.who_wants:
+        if ts not in cs.wants_what or s.clients.get(cs.client_id) is not cs:
+            _fail(s, ts, f"who_wants/wants_what disagree for {cs.client_id}")
+    for ws in ts.who_has:
+        if ts not in ws.has_what or s.workers.get(ws.address) is not ws:
+            _fail(s, ts, f"who_has/has_what disagree for {ws.address}")
+    if (ts.state == "memory") != bool(ts.who_has):
+        _fail(s, ts, "in memory iff who_has is non-empty")
+    if (ts.state == "processing") != (ts.processing_on is not None):
+        _fail(s, ts, "processing iff processing_on is set")
+    if ts.processing_on is not None:
+        ws = ts.processing_on
+        if ts not in ws.processing or s.workers.get(ws.address) is not ws:
+            _fail(s, ts, f"processing_on {ws.address} does not list it")
+    if ts.state == "waiting":
+        expected = [d for d in ts.dependencies if d.state != "memory"]
+        if set(expected) != set(ts.waiting_on):
+            _fail(s, ts, "waiting_on differs from dependencies not in memory")
+        if not ts.waiting_on:
+            _fail(s, ts, "waiting with nothing to wait for")
+    elif ts.waiting_on:
+        _fail(s, ts, "waiting_on set outside the waiting state")
+    if ts.state in ("queued", "no-worker", "processing"):
+        for dts in ts.dependencies:
+            if dts.state != "memory":
+                _fail(s, ts, f"ready/processing but dependency {dts.key!r} is {dts.state}")
+    if (ts.state == "queued") != (ts.queue_seq != -1):
+        _fail(s, ts, "queued iff it has a live queue entry")
+    if (ts.state == "no-worker") != (ts in s.unrunnable):
+        _fail(s, ts, "no-worker iff in unrunnable")
+    if ts.state == "queued" and ts.restricted:
+        _fail(s, ts, "restricted tasks never wait in the shared queue")
+    if ts.state in ("memory", "processing", "waiting", "queued", "no-worker") and not (
+        s.is_needed(ts) or ts.state == "memory" and ts.dependents
+    ):
+        if ts.state != "memory":
+            _fail(s, ts, "pending but needed by nobody")
+    if ts.state == "memory" and not s.is_needed(ts):
+        _fail(s, ts, "in memory but needed by nobody (should have been released)")
+    if ts.state == "erred" and not ts.exception_text and ts.exception is None:
+        _fail(s, ts, "erred without an error")
+
+
+def validate_state(s: SchedulerState) -> None:
+    for key, ts in s.tasks.items():
+        if ts.key != key:
+            _fail(s, ts, f"registered under {key!r}")
+        validate_task(s, ts)
+    live = sum(1 for _, seq, ts in s.queue if ts.queue_seq == seq and ts.state == "queued")
+    n_queued = sum(1 for ts in s.tasks.values() if ts.state == "queued")
+    if not (live == n_queued == s.n_queued):
+        _fail(s, None, f"queue has {live} live entries, {n_queued} tasks queued, "
+                       f"counter says {s.n_queued}")
+    for addr, ws in s.workers.items():
+        if ws.address != addr or s.workers_by_name.get(ws.name) is not ws:
+            _fail(s, None, f"worker {addr} indexed inconsistently")
+        total = sum(ws.processing.values())
+        if abs(total - ws.occupancy) > 1e-6 * max(1.0, total):
+            _fail(s, None, f"worker {addr} occupancy {ws.occupancy} != sum {total}")
+        for ts in ws.processing:
+            if ts.processing_on is not ws:
+                _fail(s, ts, f"listed as processing on {addr}")
+        for ts in ws.has_what:
+            if ws not in ts.who_has:
+                _fail(s, ts, f"listed in has_what of {addr}")
+        nbytes = sum(max(ts.nbytes, 0) for ts in ws.has_what)
+        if nbytes != ws.nbytes:
+            _fail(s, None, f"worker {addr} nbytes {ws.nbytes} != sum {nbytes}")
+        if (ws in s.idle) == s.placement.is_saturated(ws):
+            _fail(s, None, f"worker {addr}: idle index disagrees with saturation")
+    if len(s.workers_by_name) != len(s.workers):
+        _fail(s, None, "workers_by_name has stale entries")
+    for ws in s.idle:
+        if s.workers.get(ws.address) is not ws:
+            _fail(s, None, f"idle holds removed worker {ws.address}")
+    if s.n_queued and s.idle and not any(ws.nthreads for ws in s.idle):
+        _fail(s, None, "tasks queued while workers are idle")
+    for cid, cs in s.clients.items():
+        for ts in cs.wants_what:
+            if cs not in ts.who_wants or s.tasks.get(ts.key) is not ts:
+                _fail(s, ts, f"client {cid} wants a task that does not know it")

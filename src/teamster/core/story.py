@@ -1,0 +1,44 @@
+"""A bounded log of transitions, so ``story(key)`` can explain any task's state."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, NamedTuple
+
+
+class StoryEntry(NamedTuple):
+    key: Any
+    start: str
+    finish: str
+    stimulus_id: str
+
+
+class TransitionLog:
+    """The last ``maxlen`` transitions of a state machine, oldest first."""
+
+    def __init__(self, maxlen: int = 100_000) -> None:
+        self._entries: deque[StoryEntry] = deque(maxlen=maxlen)
+
+    def append(self, key: Any, start: str, finish: str, stimulus_id: str) -> None:
+        self._entries.append(StoryEntry(key, start, finish, stimulus_id))
+
+    def story(self, *keys: Any) -> list[StoryEntry]:
+        wanted = set(keys)
+        return [e for e in self._entries if e.key in wanted]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class InvalidTransition(RuntimeError):
+    """A transition the table does not allow; carries the task's story."""
+
+    def __init__(self, key: Any, start: str, finish: str, story: list[StoryEntry]) -> None:
+        lines = "\n".join(f"  {e.start} -> {e.finish}  ({e.stimulus_id})" for e in story[-20:])
+        super().__init__(f"Invalid transition {start!r} -> {finish!r} for {key!r}; story:\n{lines}")
+        self.key = key
+        self.story = story
+
+
+class InvariantError(AssertionError):
+    """validate() found two indices that disagree; carries the task's story."""

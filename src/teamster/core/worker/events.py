@@ -1,0 +1,58 @@
+"""WorkerState events raised by the worker's own shell (execution and transfers).
+
+Events from the scheduler (ComputeTask, FreeKeys) are wire messages, in
+teamster.core.messages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from teamster.core.messages import Key, Serialized
+
+
+@dataclass(frozen=True, slots=True)
+class ExecuteSuccess:
+    key: Key
+    nbytes: int
+    type_name: str
+    duration: float
+    stimulus_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExecuteFailure:
+    key: Key
+    exception: Serialized | None
+    traceback: Serialized | None
+    exception_text: str
+    duration: float
+    stimulus_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class GatherDepSuccess:
+    """A peer answered: these keys arrived (with sizes), these it did not have."""
+
+    worker: str
+    received: tuple[tuple[Key, int], ...]
+    missing: tuple[Key, ...]
+    stimulus_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class GatherDepFailure:
+    """The peer could not be reached or the transfer broke."""
+
+    worker: str
+    keys: tuple[Key, ...]
+    reason: str
+    stimulus_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class DataPut:
+    """A client scattered these values here (already in the shell's store)."""
+
+    data: tuple[tuple[Key, int], ...]
+    stimulus_id: str

@@ -1,0 +1,46 @@
+"""What WorkerState asks its shell to do."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from teamster.core.messages import Key, Message, Serialized
+
+
+@dataclass(frozen=True, slots=True)
+class Execute:
+    key: Key
+    run_spec: Serialized | None
+    #: Keys whose values the task reads from the local store.
+    dependencies: tuple[Key, ...]
+    stimulus_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class GatherDep:
+    """Fetch these keys from one peer, in one request."""
+
+    worker: str
+    keys: tuple[Key, ...]
+    total_nbytes: int
+    stimulus_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SendToScheduler:
+    msg: Message
+
+    @property
+    def stimulus_id(self) -> str:
+        return self.msg.stimulus_id
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteData:
+    """Drop these values from the local store."""
+
+    keys: tuple[Key, ...]
+    stimulus_id: str
+
+
+WorkerInstruction = Execute | GatherDep | SendToScheduler | DeleteData

@@ -1,0 +1,599 @@
+"""WorkerState: one worker's tasks, transfers and threads, as a pure state machine.
+
+A worker holds two kinds of task: *compute* tasks the scheduler assigned
+(``assigned``), and *data* tasks, the inputs it fetches from peers or that
+clients scatter to it. ``handle(event) -> list[instruction]`` is the only
+entry point; every state change goes through the table ``TRANSITIONS``.
+
+The worker keeps a value while the scheduler counts it as a holder
+(``scheduler_holds``) or a local pending task still reads it.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable
+from typing import Any
+
+from teamster.core import messages as m
+from teamster.core.story import InvalidTransition, InvariantError, StoryEntry, TransitionLog
+from teamster.core.worker import events as ev
+from teamster.core.worker.instructions import (
+    DeleteData,
+    Execute,
+    GatherDep,
+    SendToScheduler,
+    WorkerInstruction,
+)
+
+WORKER_TASK_STATES = (
+    "released",  # known but not scheduled for anything (transient)
+    "waiting",  # assigned; some inputs not here yet
+    "fetch",  # an input to fetch from a peer
+    "flight",  # an input being fetched
+    "ready",  # assigned, inputs here, waiting for a thread
+    "executing",  # running on a thread
+    "cancelled",  # running, but the scheduler no longer wants it
+    "memory",  # value in the local store
+    "error",  # ran and raised
+    "forgotten",
+)
+
+#: Peers fetched from at once; more only adds contention on the links.
+MAX_CONCURRENT_GATHERS = 4
+#: Bytes requested from one peer in one message (whole keys; at least one key).
+MAX_GATHER_BYTES = 50_000_000
+MAX_GATHER_KEYS = 1000
+
+
+class WorkerTask:
+    __slots__ = (
+        "key", "state", "run_spec", "priority", "resources", "dependencies", "dependents",
+        "waiting_for_data", "who_has", "nbytes", "assigned", "scheduler_holds", "ready_seq",
+        "coming_from", "type_name",
+    )
+
+    def __init__(self, key: m.Key) -> None:
+        self.key = key
+        self.state = "released"
+        self.run_spec: m.Serialized | None = None
+        self.priority: m.Priority = ()
+        self.resources: dict[str, float] = {}
+        #: Inputs of an assigned task; mirrored by their ``dependents``.
+        self.dependencies: dict[WorkerTask, None] = {}
+        self.dependents: dict[WorkerTask, None] = {}
+        #: Inputs not yet in memory here; non-empty only while waiting.
+        self.waiting_for_data: dict[WorkerTask, None] = {}
+        #: Peers the scheduler says hold this input.
+        self.who_has: list[str] = []
+        self.nbytes = -1
+        self.type_name = ""
+        #: The scheduler asked this worker to compute it.
+        self.assigned = False
+        #: The scheduler counts this worker as a holder of the value.
+        self.scheduler_holds = False
+        self.ready_seq = -1
+        #: The peer it is being fetched from (state flight).
+        self.coming_from: str | None = None
+
+    def __repr__(self) -> str:
+        return f"<WorkerTask {self.key!r} {self.state}>"
+
+
+class WorkerState:
+    def __init__(
+        self,
+        address: str,
+        nthreads: int,
+        *,
+        resources: dict[str, float] | None = None,
+        validate: bool = False,
+        transition_log_length: int = 100_000,
+    ) -> None:
+        self.address = address
+        self.nthreads = nthreads
+        self.total_resources = dict(resources or {})
+        #: Resources not held by executing tasks.
+        self.available_resources = dict(self.total_resources)
+        self.tasks: dict[m.Key, WorkerTask] = {}
+        #: Ready tasks: (priority, seq, task); live iff seq == task.ready_seq.
+        self.ready: list[tuple[Any, int, WorkerTask]] = []
+        self.n_ready = 0
+        self.executing: dict[WorkerTask, None] = {}
+        #: Inputs to fetch, grouped by a peer that holds them.
+        self.fetch_by_peer: dict[str, dict[WorkerTask, None]] = {}
+        self.n_fetch = 0
+        #: Peers with a request in flight -> the keys requested.
+        self.in_flight: dict[str, tuple[WorkerTask, ...]] = {}
+        self._seq = 0
+        self.log = TransitionLog(transition_log_length)
+        self.validate_enabled = validate
+        self.out: list[WorkerInstruction] = []
+        self._stimulus = ""
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            m.ComputeTask: self._compute_task,
+            m.FreeKeys: self._free_keys,
+            ev.ExecuteSuccess: self._execute_success,
+            ev.ExecuteFailure: self._execute_failure,
+            ev.GatherDepSuccess: self._gather_success,
+            ev.GatherDepFailure: self._gather_failure,
+            ev.DataPut: self._data_put,
+        }
+
+    # ------------------------------------------------------------------ driver
+
+    def handle(self, event: Any) -> list[WorkerInstruction]:
+        out: list[WorkerInstruction] = []
+        self.out = out
+        handler = self._handlers.get(type(event))
+        if handler is None:
+            raise TypeError(f"WorkerState cannot handle {type(event).__name__}")
+        self._stimulus = event.stimulus_id
+        handler(event)
+        self._ensure_communicating()
+        self._ensure_computing()
+        if self.validate_enabled:
+            self.validate()
+        self.out = []
+        return out
+
+    def transition(self, ts: WorkerTask, finish: str) -> None:
+        start = ts.state
+        if start == finish:
+            return
+        func = TRANSITIONS.get((start, finish))
+        if func is None:
+            raise InvalidTransition(ts.key, start, finish, self.story(ts.key))
+        func(self, ts)
+        self.log.append(ts.key, start, ts.state, self._stimulus)
+
+    def story(self, *keys: m.Key) -> list[StoryEntry]:
+        return self.log.story(*keys)
+
+    def _send(self, msg: m.Message) -> None:
+        self.out.append(SendToScheduler(msg))
+
+    # ------------------------------------------------------------- scheduling
+
+    def _ensure_computing(self) -> None:
+        while self.n_ready and len(self.executing) < self.nthreads:
+            _, seq, ts = self.ready[0]
+            if ts.ready_seq != seq or ts.state != "ready":
+                heapq.heappop(self.ready)
+                continue
+            avail = self.available_resources
+            if any(avail.get(r, 0) < q for r, q in ts.resources.items()):
+                break  # the head waits for resources; keep priority order
+            heapq.heappop(self.ready)
+            self.transition(ts, "executing")
+
+    def _ensure_communicating(self) -> None:
+        if not self.n_fetch:
+            return
+        for peer in list(self.fetch_by_peer):
+            if len(self.in_flight) >= MAX_CONCURRENT_GATHERS:
+                return
+            if peer in self.in_flight:
+                continue
+            todo = self.fetch_by_peer[peer]
+            batch: list[WorkerTask] = []
+            total = 0
+            for ts in todo:
+                size = max(ts.nbytes, 0)
+                if batch and (total + size > MAX_GATHER_BYTES or len(batch) >= MAX_GATHER_KEYS):
+                    break
+                batch.append(ts)
+                total += size
+            for ts in batch:
+                ts.coming_from = peer
+                self.transition(ts, "flight")
+            self.in_flight[peer] = tuple(batch)
+            self.out.append(
+                GatherDep(peer, tuple(ts.key for ts in batch), total, self._stimulus)
+            )
+
+    def _add_fetch(self, ts: WorkerTask) -> bool:
+        """File an input under one peer that holds it; False if nobody does."""
+        holders = [w for w in ts.who_has if w != self.address]
+        if not holders:
+            return False
+        # Prefer a peer we are not already fetching from, then the first listed.
+        peer = next((w for w in holders if w not in self.in_flight), holders[0])
+        self.fetch_by_peer.setdefault(peer, {})[ts] = None
+        self.n_fetch += 1
+        return True
+
+    def _remove_fetch(self, ts: WorkerTask) -> None:
+        for peer, todo in self.fetch_by_peer.items():
+            if ts in todo:
+                del todo[ts]
+                if not todo:
+                    del self.fetch_by_peer[peer]
+                self.n_fetch -= 1
+                return
+
+    def _is_pending(self, ts: WorkerTask) -> bool:
+        return ts.state in ("waiting", "ready", "executing")
+
+    def _needed(self, ts: WorkerTask) -> bool:
+        return ts.scheduler_holds or ts.assigned or any(
+            self._is_pending(d) for d in ts.dependents
+        )
+
+    def _release_if_unneeded(self, ts: WorkerTask) -> None:
+        if ts.state != "forgotten" and not self._needed(ts):
+            self.transition(ts, "forgotten")
+
+    def _give_up(self, ts: WorkerTask) -> None:
+        """An input is unobtainable: hand its pending dependents back to the scheduler."""
+        for dts in list(ts.dependents):
+            if dts.state in ("waiting",):
+                self._send(m.RescheduleTask(self.address, dts.key, self._stimulus))
+                dts.assigned = False
+                self.transition(dts, "forgotten")
+        self._release_if_unneeded(ts)
+
+    # ------------------------------------------------------------- handlers
+
+    def _compute_task(self, e: m.ComputeTask) -> None:
+        ts = self.tasks.get(e.key)
+        if ts is None:
+            ts = self.tasks[e.key] = WorkerTask(e.key)
+        if ts.state == "memory":
+            ts.assigned = False
+            ts.scheduler_holds = True
+            self._send(m.TaskFinished(self.address, ts.key, ts.nbytes, ts.type_name, 0.0,
+                                      e.stimulus_id))
+            return
+        if ts.state == "cancelled":
+            ts.assigned = True
+            self.transition(ts, "executing")
+            return
+        if ts.assigned and ts.state in ("waiting", "ready", "executing"):
+            return  # a duplicate of what we are doing
+        if ts.state == "fetch":
+            self.transition(ts, "released")
+        elif ts.state == "flight":
+            ts.assigned = True  # the value is on its way; report it when it lands
+            return
+        ts.assigned = True
+        ts.run_spec = e.run_spec
+        ts.priority = e.priority
+        ts.resources = dict(e.resources) if e.resources else {}
+        for dep_key, holders, nbytes in e.who_has:
+            dts = self.tasks.get(dep_key)
+            if dts is None:
+                dts = self.tasks[dep_key] = WorkerTask(dep_key)
+            ts.dependencies[dts] = None
+            dts.dependents[ts] = None
+            if dts.state == "memory":
+                continue
+            dts.nbytes = nbytes
+            dts.who_has = list(holders)
+            ts.waiting_for_data[dts] = None
+            if dts.state == "released":
+                self.transition(dts, "fetch")
+        if ts.waiting_for_data:
+            self.transition(ts, "waiting")
+            for dts in list(ts.waiting_for_data):
+                if dts.state == "released":  # no holder could be filed
+                    self._give_up(dts)
+                    break
+        else:
+            self.transition(ts, "ready")
+
+    def _free_keys(self, e: m.FreeKeys) -> None:
+        for key in e.keys:
+            ts = self.tasks.get(key)
+            if ts is None:
+                continue
+            ts.scheduler_holds = False
+            ts.assigned = False
+            if ts.state == "executing":
+                self.transition(ts, "cancelled")
+            elif ts.state in ("waiting", "ready", "error"):
+                self.transition(ts, "forgotten")
+            else:
+                self._release_if_unneeded(ts)
+
+    def _execute_success(self, e: ev.ExecuteSuccess) -> None:
+        ts = self.tasks.get(e.key)
+        if ts is None or ts.state not in ("executing", "cancelled"):
+            return
+        self._finish_execution(ts)
+        if ts.state == "cancelled":
+            self.transition(ts, "memory")  # the shell stored it; forgetting deletes it
+            self.transition(ts, "forgotten")
+            return
+        ts.nbytes = e.nbytes
+        ts.type_name = e.type_name
+        ts.assigned = False
+        ts.scheduler_holds = True
+        self.transition(ts, "memory")
+        self._send(m.TaskFinished(self.address, ts.key, e.nbytes, e.type_name, e.duration,
+                                  e.stimulus_id))
+
+    def _execute_failure(self, e: ev.ExecuteFailure) -> None:
+        ts = self.tasks.get(e.key)
+        if ts is None or ts.state not in ("executing", "cancelled"):
+            return
+        self._finish_execution(ts)
+        if ts.state == "cancelled":
+            self.transition(ts, "forgotten")
+            return
+        self.transition(ts, "error")
+        self._send(m.TaskErred(self.address, ts.key, e.exception, e.traceback,
+                               e.exception_text, e.duration, e.stimulus_id))
+        # The scheduler keeps the error; a retry arrives as a new ComputeTask.
+        self.transition(ts, "forgotten")
+
+    def _finish_execution(self, ts: WorkerTask) -> None:
+        del self.executing[ts]
+        for r, q in ts.resources.items():
+            self.available_resources[r] = self.available_resources.get(r, 0) + q
+
+    def _gather_success(self, e: ev.GatherDepSuccess) -> None:
+        requested = self.in_flight.pop(e.worker, ())
+        by_key = {ts.key: ts for ts in requested}
+        arrived: list[m.Key] = []
+        for key, nbytes in e.received:
+            ts = by_key.get(key)
+            if ts is None or self.tasks.get(key) is not ts or ts.state != "flight":
+                self.out.append(DeleteData((key,), e.stimulus_id))
+                continue
+            ts.nbytes = nbytes
+            if not self._needed(ts):
+                self.transition(ts, "forgotten")
+                self.out.append(DeleteData((key,), e.stimulus_id))
+                continue
+            self.transition(ts, "memory")
+            ts.scheduler_holds = True
+            arrived.append(key)
+            if ts.assigned:
+                ts.assigned = False
+                self._send(m.TaskFinished(self.address, key, nbytes, ts.type_name, 0.0,
+                                          e.stimulus_id))
+        if arrived:
+            self._send(m.AddKeys(self.address, tuple(arrived), e.stimulus_id))
+        missing = set(e.missing)
+        for ts in requested:
+            if ts.key in missing:
+                self._send(m.MissingData(self.address, ts.key, e.worker, e.stimulus_id))
+            if ts.key in missing or (ts.state == "flight" and ts.key not in by_key):
+                self._retry_elsewhere(ts, e.worker)
+        for ts in requested:
+            if ts.state == "flight":  # neither received nor reported missing
+                self._retry_elsewhere(ts, e.worker)
+
+    def _gather_failure(self, e: ev.GatherDepFailure) -> None:
+        for ts in self.in_flight.pop(e.worker, ()):
+            self._retry_elsewhere(ts, e.worker)
+
+    def _retry_elsewhere(self, ts: WorkerTask, peer: str) -> None:
+        if ts.state != "flight" or self.tasks.get(ts.key) is not ts:
+            return
+        if peer in ts.who_has:
+            ts.who_has.remove(peer)
+        self.transition(ts, "released")
+        if not self._needed(ts):
+            self.transition(ts, "forgotten")
+        elif ts.assigned and not any(self._is_pending(d) for d in ts.dependents):
+            ts.assigned = False
+            self._send(m.RescheduleTask(self.address, ts.key, self._stimulus))
+            self.transition(ts, "forgotten")
+        elif ts.who_has:
+            self.transition(ts, "fetch")
+            if ts.state == "released":
+                self._give_up(ts)
+        else:
+            self._give_up(ts)
+
+    def _data_put(self, e: ev.DataPut) -> None:
+        for key, nbytes in e.data:
+            ts = self.tasks.get(key)
+            if ts is None:
+                ts = self.tasks[key] = WorkerTask(key)
+            if ts.state in ("executing", "cancelled", "flight", "waiting", "ready"):
+                continue  # a computation of the same key owns it; the put value is dropped
+            if ts.state == "fetch":
+                self.transition(ts, "released")
+            ts.nbytes = nbytes
+            ts.scheduler_holds = True
+            if ts.state != "memory":
+                self.transition(ts, "memory")
+
+    # ------------------------------------------------------------- validation
+
+    def validate(self) -> None:
+        live_ready = 0
+        for _, seq, ts in self.ready:
+            if ts.ready_seq == seq and ts.state == "ready":
+                live_ready += 1
+        n_ready = sum(1 for ts in self.tasks.values() if ts.state == "ready")
+        if not live_ready == n_ready == self.n_ready:
+            raise InvariantError(f"ready heap {live_ready} / tasks {n_ready} / count {self.n_ready}")
+        if len(self.executing) > self.nthreads:
+            raise InvariantError(f"{len(self.executing)} executing on {self.nthreads} threads")
+        filed = [ts for todo in self.fetch_by_peer.values() for ts in todo]
+        if len(filed) != self.n_fetch or len(set(filed)) != len(filed):
+            raise InvariantError("fetch index count mismatch")
+        for key, ts in self.tasks.items():
+            self._validate_task(key, ts)
+        for peer, batch in self.in_flight.items():
+            for ts in batch:
+                if ts.state == "flight" and ts.coming_from != peer:
+                    self._fail(ts, f"in flight from {peer} but coming_from {ts.coming_from}")
+
+    def _fail(self, ts: WorkerTask, what: str) -> None:
+        lines = "\n".join(f"  {e.start} -> {e.finish} ({e.stimulus_id})"
+                          for e in self.story(ts.key)[-20:])
+        raise InvariantError(f"{what}\nworker task {ts.key!r} in {ts.state!r}; story:\n{lines}")
+
+    def _validate_task(self, key: m.Key, ts: WorkerTask) -> None:
+        if ts.key != key or ts.state not in WORKER_TASK_STATES or ts.state == "forgotten":
+            self._fail(ts, "bad registration")
+        if ts.state == "waiting":
+            expected = {d for d in ts.dependencies if d.state != "memory"}
+            if expected != set(ts.waiting_for_data) or not expected:
+                self._fail(ts, "waiting_for_data differs from inputs not in memory")
+        elif ts.waiting_for_data:
+            self._fail(ts, "waiting_for_data set outside waiting")
+        if ts.state in ("ready", "executing"):
+            for d in ts.dependencies:
+                if d.state != "memory":
+                    self._fail(ts, f"runs before input {d.key!r} arrived")
+        if (ts.state in ("executing", "cancelled")) != (ts in self.executing):
+            self._fail(ts, "executing index disagrees")
+        filed = any(ts in todo for todo in self.fetch_by_peer.values())
+        if (ts.state == "fetch") != filed:
+            self._fail(ts, "fetch state disagrees with the fetch index")
+        if ts.state == "flight" and ts not in self.in_flight.get(ts.coming_from or "", ()):
+            self._fail(ts, "flight without a request in flight")
+        for d in ts.dependencies:
+            if ts not in d.dependents or self.tasks.get(d.key) is not d:
+                self._fail(ts, f"dependency {d.key!r} not linked back")
+        for d in ts.dependents:
+            if ts not in d.dependencies:
+                self._fail(ts, f"dependent {d.key!r} not linked back")
+        if ts.state in ("memory", "fetch", "flight") and not self._needed(ts):
+            self._fail(ts, "held or fetched but needed by nobody")
+
+
+# ---------------------------------------------------------------- transitions
+
+
+def _to_fetch(w: WorkerState, ts: WorkerTask) -> None:
+    if w._add_fetch(ts):
+        ts.state = "fetch"
+
+
+def _fetch_to_flight(w: WorkerState, ts: WorkerTask) -> None:
+    w._remove_fetch(ts)
+    ts.state = "flight"
+
+
+def _flight_to_memory(w: WorkerState, ts: WorkerTask) -> None:
+    ts.coming_from = None
+    _to_memory(w, ts)
+
+
+def _to_memory(w: WorkerState, ts: WorkerTask) -> None:
+    ts.state = "memory"
+    for dts in ts.dependents:
+        if ts in dts.waiting_for_data:
+            del dts.waiting_for_data[ts]
+            if not dts.waiting_for_data and dts.state == "waiting":
+                w.transition(dts, "ready")
+
+
+def _fetch_to_released(w: WorkerState, ts: WorkerTask) -> None:
+    w._remove_fetch(ts)
+    ts.state = "released"
+
+
+def _flight_to_released(w: WorkerState, ts: WorkerTask) -> None:
+    ts.coming_from = None
+    ts.state = "released"
+
+
+def _to_waiting(w: WorkerState, ts: WorkerTask) -> None:
+    ts.state = "waiting"
+
+
+def _to_ready(w: WorkerState, ts: WorkerTask) -> None:
+    ts.state = "ready"
+    w._seq += 1
+    ts.ready_seq = w._seq
+    heapq.heappush(w.ready, (ts.priority, w._seq, ts))
+    w.n_ready += 1
+
+
+def _ready_to_executing(w: WorkerState, ts: WorkerTask) -> None:
+    ts.ready_seq = -1
+    w.n_ready -= 1
+    ts.state = "executing"
+    w.executing[ts] = None
+    for r, q in ts.resources.items():
+        w.available_resources[r] -= q
+    deps = tuple(d.key for d in ts.dependencies)
+    w.out.append(Execute(ts.key, ts.run_spec, deps, w._stimulus))
+
+
+def _executing_to_cancelled(w: WorkerState, ts: WorkerTask) -> None:
+    ts.state = "cancelled"
+    _drop_inputs(w, ts)
+
+
+def _cancelled_to_executing(w: WorkerState, ts: WorkerTask) -> None:
+    ts.state = "executing"
+
+
+def _to_error(w: WorkerState, ts: WorkerTask) -> None:
+    ts.state = "error"
+    _drop_inputs(w, ts)
+
+
+def _executing_to_memory(w: WorkerState, ts: WorkerTask) -> None:
+    _to_memory(w, ts)
+    _drop_inputs(w, ts)
+
+
+def _drop_inputs(w: WorkerState, ts: WorkerTask) -> None:
+    """ts no longer reads its inputs: free those nobody else needs."""
+    ts.waiting_for_data.clear()
+    for dts in list(ts.dependencies):
+        w._release_if_unneeded(dts)
+
+
+def _forget(w: WorkerState, ts: WorkerTask) -> None:
+    state = ts.state
+    if state == "ready":
+        ts.ready_seq = -1
+        w.n_ready -= 1
+    elif state == "fetch":
+        w._remove_fetch(ts)
+    elif state == "flight":
+        # The reply will arrive and be discarded (GatherDepSuccess checks identity).
+        ts.coming_from = None
+    elif state == "memory":
+        w.out.append(DeleteData((ts.key,), w._stimulus))
+    ts.state = "forgotten"
+    ts.waiting_for_data.clear()
+    del w.tasks[ts.key]
+    for dts in list(ts.dependencies):
+        dts.dependents.pop(ts, None)
+        w._release_if_unneeded(dts)
+    for dts in list(ts.dependents):
+        # Dependents that are still pending here keep their link via a new
+        # WorkerTask only if re-sent; a forgotten input may not stay referenced.
+        dts.dependencies.pop(ts, None)
+        dts.waiting_for_data.pop(ts, None)
+    ts.dependencies.clear()
+    ts.dependents.clear()
+
+
+TRANSITIONS: dict[tuple[str, str], Callable[[WorkerState, WorkerTask], None]] = {
+    ("released", "fetch"): _to_fetch,
+    ("released", "waiting"): _to_waiting,
+    ("released", "ready"): _to_ready,
+    ("released", "memory"): _to_memory,
+    ("released", "forgotten"): _forget,
+    ("fetch", "flight"): _fetch_to_flight,
+    ("fetch", "forgotten"): _forget,
+    ("fetch", "released"): _fetch_to_released,
+    ("flight", "released"): _flight_to_released,
+    ("flight", "memory"): _flight_to_memory,
+    ("flight", "forgotten"): _forget,
+    ("waiting", "ready"): _to_ready,
+    ("waiting", "forgotten"): _forget,
+    ("ready", "executing"): _ready_to_executing,
+    ("ready", "forgotten"): _forget,
+    ("executing", "memory"): _executing_to_memory,
+    ("executing", "error"): _to_error,
+    ("executing", "cancelled"): _executing_to_cancelled,
+    ("cancelled", "executing"): _cancelled_to_executing,
+    ("cancelled", "forgotten"): _forget,
+    ("cancelled", "memory"): _executing_to_memory,
+    ("memory", "forgotten"): _forget,
+    ("error", "forgotten"): _forget,
+}

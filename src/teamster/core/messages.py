@@ -16,10 +16,10 @@ Rules of this module:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeAlias, TypeVar, Union, dataclass_transform
+from typing import Any, ClassVar, TypeAlias, TypeVar, dataclass_transform
 
 #: A task key: a string, or a dask-style tuple such as ("x-123", 0, 1).
-Key: TypeAlias = Union[str, tuple[Any, ...]]
+Key: TypeAlias = str | tuple[Any, ...]
 #: A worker's listening address, "tcp://host:port".
 Address: TypeAlias = str
 #: Priorities compare as tuples; lower runs first.

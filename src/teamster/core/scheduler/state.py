@@ -18,7 +18,12 @@ from teamster.core.keys import key_prefix
 from teamster.core.scheduler import transitions as tr
 from teamster.core.scheduler.entities import ClientInfo, TaskPrefix, TaskState, WorkerInfo
 from teamster.core.scheduler.events import Tick
-from teamster.core.scheduler.instructions import CloseWorker, SchedulerInstruction, SendToClient, SendToWorker
+from teamster.core.scheduler.instructions import (
+    CloseWorker,
+    SchedulerInstruction,
+    SendToClient,
+    SendToWorker,
+)
 from teamster.core.scheduler.placement import Placement
 from teamster.core.scheduler.validation import validate_state, validate_task
 from teamster.core.story import InvalidTransition, StoryEntry, TransitionLog
@@ -536,6 +541,6 @@ class SchedulerState:
         # stays affordable on large graphs (every event while small).
         self._events_since_full_validation += 1
         size = len(self.tasks) + len(self.workers)
-        if self._events_since_full_validation * 200 >= size:
+        if self._events_since_full_validation * 50 >= size:
             self._events_since_full_validation = 0
             validate_state(self)

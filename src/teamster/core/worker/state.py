@@ -110,6 +110,8 @@ class WorkerState:
         self.validate_enabled = validate
         self.out: list[WorkerInstruction] = []
         self._stimulus = ""
+        self._touched: dict[WorkerTask, None] = {}
+        self._events_since_full_validation = 0
         self._handlers: dict[type, Callable[[Any], None]] = {
             m.ComputeTask: self._compute_task,
             m.FreeKeys: self._free_keys,
@@ -133,9 +135,20 @@ class WorkerState:
         self._ensure_communicating()
         self._ensure_computing()
         if self.validate_enabled:
-            self.validate()
+            self._validate_after_event()
         self.out = []
         return out
+
+    def _validate_after_event(self) -> None:
+        for ts in self._touched:
+            if ts.state != "forgotten":
+                self._validate_task(ts.key, ts)
+        self._touched.clear()
+        # A full check costs O(tasks): amortise it like the scheduler does.
+        self._events_since_full_validation += 1
+        if self._events_since_full_validation * 50 >= len(self.tasks):
+            self._events_since_full_validation = 0
+            self.validate()
 
     def transition(self, ts: WorkerTask, finish: str) -> None:
         start = ts.state
@@ -146,6 +159,7 @@ class WorkerState:
             raise InvalidTransition(ts.key, start, finish, self.story(ts.key))
         func(self, ts)
         self.log.append(ts.key, start, ts.state, self._stimulus)
+        self._touched[ts] = None
 
     def story(self, *keys: m.Key) -> list[StoryEntry]:
         return self.log.story(*keys)
@@ -444,7 +458,7 @@ class WorkerState:
                     self._fail(ts, f"runs before input {d.key!r} arrived")
         if (ts.state in ("executing", "cancelled")) != (ts in self.executing):
             self._fail(ts, "executing index disagrees")
-        filed = any(ts in todo for todo in self.fetch_by_peer.values())
+        filed = any(ts in todo for todo in self.fetch_by_peer.values()) if self.n_fetch else False
         if (ts.state == "fetch") != filed:
             self._fail(ts, "fetch state disagrees with the fetch index")
         if ts.state == "flight" and ts not in self.in_flight.get(ts.coming_from or "", ()):

@@ -1,0 +1,255 @@
+"""LocalCluster: a scheduler and workers on this machine.
+
+With ``processes=True`` (the default) the scheduler and every worker are
+separate processes started through the CLI, exactly as on a real cluster,
+so the GIL of one never stalls another. With ``processes=False`` they share
+one background event loop in this process (handy in tests and notebooks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+from teamster.runtime.comm.loop import new_event_loop
+
+#: Seconds a process may take to print its address before we give up on it.
+START_TIMEOUT = 30.0
+
+
+def parse_memory_limit(limit: int | float | str | None, n_workers: int) -> int:
+    """Bytes per worker: an int, "300MB", "4GiB", a fraction of RAM, or "auto"."""
+    if limit is None or limit == 0:
+        return 0
+    if isinstance(limit, str):
+        if limit == "auto":
+            import psutil
+
+            return int(psutil.virtual_memory().total // max(n_workers, 1))
+        from dask.utils import parse_bytes
+
+        try:
+            return int(parse_bytes(limit))
+        except (ValueError, TypeError) as exc:
+            raise ValueError(
+                f"memory_limit={limit!r} is not a size; use bytes or a string like "
+                "'300MB' or '4GiB'"
+            ) from exc
+    if isinstance(limit, float) and 0 < limit <= 1:
+        import psutil
+
+        return int(psutil.virtual_memory().total * limit)
+    if limit < 0:
+        raise ValueError(f"memory_limit must not be negative, got {limit!r}")
+    return int(limit)
+
+
+def _read_address(proc: subprocess.Popen[bytes], what: str, timeout: float) -> str:
+    """The "... at tcp://host:port" line a teamster process prints when ready."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    buf = b""
+    while b"\n" not in buf:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            proc.kill()
+            raise TimeoutError(f"{what} did not start within {timeout}s")
+        ready, _, _ = select.select([proc.stdout], [], [], min(remaining, 0.5))
+        if ready:
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            if not chunk:
+                raise RuntimeError(f"{what} exited with code {proc.wait()} before it was ready")
+            buf += chunk
+    line = buf.split(b"\n", 1)[0].decode()
+    return line.rsplit(" ", 1)[-1].strip()
+
+
+class _LoopThread:
+    """An event loop running in a daemon thread (for processes=False)."""
+
+    def __init__(self) -> None:
+        self.loop = new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="teamster-cluster",
+                                       daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Any, timeout: float | None = None) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+class LocalCluster:
+    def __init__(
+        self,
+        n_workers: int | None = None,
+        threads_per_worker: int | None = None,
+        processes: bool = True,
+        memory_limit: int | float | str | None = "auto",
+        host: str = "127.0.0.1",
+        scheduler_port: int = 0,
+        resources: dict[str, float] | None = None,
+        heartbeat_timeout: float = 60.0,
+    ) -> None:
+        ncpu = os.cpu_count() or 1
+        if n_workers is None:
+            n_workers = ncpu if threads_per_worker in (None, 1) else max(1, ncpu // threads_per_worker)
+        if threads_per_worker is None:
+            threads_per_worker = max(1, ncpu // max(n_workers, 1))
+        if n_workers < 0 or threads_per_worker < 1:
+            raise ValueError(
+                f"need n_workers >= 0 and threads_per_worker >= 1, got {n_workers} and "
+                f"{threads_per_worker}"
+            )
+        self.threads_per_worker = threads_per_worker
+        self.processes = processes
+        self.memory_limit = parse_memory_limit(memory_limit, max(n_workers, 1))
+        self.host = host
+        self.resources = dict(resources or {})
+        self.heartbeat_timeout = heartbeat_timeout
+        self.status = "starting"
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._servers: dict[str, Any] = {}
+        self._counter = 0
+        self._loop: _LoopThread | None = None
+        self._scheduler_proc: subprocess.Popen[bytes] | None = None
+        self._scheduler: Any = None
+        try:
+            self.scheduler_address = self._start_scheduler(scheduler_port)
+            self.scale(n_workers)
+        except BaseException:
+            self.close()
+            raise
+        self.status = "running"
+
+    # ------------------------------------------------------------------ scheduler
+
+    def _start_scheduler(self, port: int) -> str:
+        if self.processes:
+            cmd = [sys.executable, "-m", "teamster.cli", "scheduler", "--host", self.host,
+                   "--port", str(port), "--heartbeat-timeout", str(self.heartbeat_timeout)]
+            self._scheduler_proc = subprocess.Popen(cmd, stdout=subprocess.PIPE)
+            return _read_address(self._scheduler_proc, "The scheduler", START_TIMEOUT)
+        from teamster.runtime.scheduler_server import SchedulerServer
+
+        self._loop = _LoopThread()
+        server = SchedulerServer(self.host, port, heartbeat_timeout=self.heartbeat_timeout)
+        self._scheduler = self._loop.run(server.start(), START_TIMEOUT)
+        return str(self._scheduler.address)
+
+    # -------------------------------------------------------------------- workers
+
+    @property
+    def workers(self) -> list[str]:
+        """Names of the workers this cluster started and still runs."""
+        return list(self._procs if self.processes else self._servers)
+
+    def _next_name(self) -> str:
+        self._counter += 1
+        return f"worker-{self._counter - 1}"
+
+    def scale(self, n: int) -> None:
+        """Start or stop workers until ``n`` run (the newest stop first)."""
+        current = self.workers
+        if n < len(current):
+            for name in current[n:]:
+                self._stop_worker(name)
+            return
+        names = [self._next_name() for _ in range(n - len(current))]
+        if self.processes:
+            # Start all, then wait for all: startups overlap.
+            procs = {name: self._spawn_worker(name) for name in names}
+            for name, proc in procs.items():
+                _read_address(proc, f"Worker {name}", START_TIMEOUT)
+                self._procs[name] = proc
+        else:
+            for name in names:
+                self._servers[name] = self._start_thread_worker(name)
+
+    def _spawn_worker(self, name: str) -> subprocess.Popen[bytes]:
+        cmd = [sys.executable, "-m", "teamster.cli", "worker", self.scheduler_address,
+               "--nthreads", str(self.threads_per_worker), "--name", name,
+               "--host", self.host, "--memory-limit", str(self.memory_limit)]
+        for res, qty in self.resources.items():
+            cmd += ["--resources", f"{res}={qty}"]
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE)
+
+    def _start_thread_worker(self, name: str) -> Any:
+        from teamster.runtime.worker_server import WorkerServer
+
+        assert self._loop is not None
+        server = WorkerServer(self.scheduler_address, nthreads=self.threads_per_worker,
+                              name=name, host=self.host, memory_limit=self.memory_limit,
+                              resources=self.resources)
+        return self._loop.run(server.start(), START_TIMEOUT)
+
+    def _stop_worker(self, name: str) -> None:
+        if self.processes:
+            proc = self._procs.pop(name)
+            _terminate(proc)
+        else:
+            server = self._servers.pop(name)
+            assert self._loop is not None
+            self._loop.run(server.close(), 10)
+
+    def worker_pids(self) -> dict[str, int]:
+        return {name: proc.pid for name, proc in self._procs.items()}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        if self.status == "closed":
+            return
+        self.status = "closed"
+        for name in list(self._procs if self.processes else self._servers):
+            try:
+                self._stop_worker(name)
+            except Exception:  # closing must finish even if one worker is wedged
+                pass
+        if self._scheduler_proc is not None:
+            _terminate(self._scheduler_proc)
+        if self._loop is not None:
+            if self._scheduler is not None:
+                try:
+                    self._loop.run(self._scheduler.close(), 10)
+                except Exception:
+                    pass
+            self._loop.stop()
+
+    def __enter__(self) -> LocalCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "status", "closed") != "closed":
+            try:
+                self.close()
+            except Exception:
+                pass
+
+    def __repr__(self) -> str:
+        return (f"LocalCluster({self.scheduler_address!r}, workers={len(self.workers)}, "
+                f"threads_per_worker={self.threads_per_worker})")
+
+
+def _terminate(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()

@@ -1,0 +1,239 @@
+"""The scheduler process's shell: connections in, SchedulerState decides.
+
+Every message from a worker or client becomes an event for
+``SchedulerState.handle``; every instruction it returns is carried out here,
+by sending on the right batched stream. This module makes no scheduling
+decision and never unpickles user data (run specs, results and exceptions
+pass through as opaque ``Serialized`` blobs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import time
+from typing import Any
+
+from teamster.core import messages as m
+from teamster.core.scheduler import SchedulerState
+from teamster.core.scheduler.events import Tick
+from teamster.core.scheduler.instructions import CloseWorker, SendToClient, SendToWorker
+from teamster.runtime.comm import BatchedSend, Comm, CommClosedError, listen
+
+logger = logging.getLogger("teamster.scheduler")
+
+#: Messages each kind of peer may send on its stream; anything else is a
+#: protocol violation that closes that peer's connection only.
+WORKER_MESSAGES = (m.TaskFinished, m.TaskErred, m.AddKeys, m.MissingData, m.RescheduleTask,
+                   m.Heartbeat)
+CLIENT_MESSAGES = (m.UpdateGraph, m.ReleaseKeys, m.CancelKeys, m.ScatteredData)
+
+
+def _sender(msg: Any) -> str:
+    return str(msg.address if isinstance(msg, m.Heartbeat) else msg.worker)
+
+
+def validation_from_env() -> bool:
+    return os.environ.get("TEAMSTER_VALIDATE", "") not in ("", "0", "false", "False")
+
+
+class SchedulerServer:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        validate: bool | None = None,
+        heartbeat_timeout: float = 60.0,
+        tick_interval: float = 1.0,
+    ) -> None:
+        self.listen_address = f"tcp://{host}:{port}"
+        self.state = SchedulerState(
+            validate=validation_from_env() if validate is None else validate,
+            heartbeat_timeout=heartbeat_timeout,
+        )
+        self.tick_interval = tick_interval
+        self.address = ""
+        self.id = f"scheduler-{os.getpid()}"
+        self._workers: dict[str, tuple[Comm, BatchedSend]] = {}
+        self._clients: dict[str, tuple[Comm, BatchedSend]] = {}
+        self._listener: Any = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._stim = 0
+        self.closed = asyncio.Event()
+        self.started_at = time.time()
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def start(self) -> SchedulerServer:
+        self._listener = await listen(
+            self.listen_address, self._on_connection, handshake={"role": "scheduler"}
+        )
+        self.address = self._listener.address
+        self._ticker = asyncio.create_task(self._tick_forever())
+        logger.info("Scheduler at %s", self.address)
+        return self
+
+    async def close(self) -> None:
+        if self.closed.is_set():
+            return
+        self.closed.set()
+        if self._ticker is not None:
+            self._ticker.cancel()
+        if self._listener is not None:
+            await self._listener.close()
+        for comm, bsend in list(self._workers.values()) + list(self._clients.values()):
+            bsend.abort()
+            comm.abort()
+
+    async def __aenter__(self) -> SchedulerServer:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _stimulus(self, what: str) -> str:
+        self._stim += 1
+        return f"{what}-{self._stim}"
+
+    async def _tick_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick_interval)
+            self.handle(Tick(time.monotonic(), self._stimulus("tick")))
+
+    # ---------------------------------------------------------- state machine
+
+    def handle(self, event: Any) -> None:
+        for instr in self.state.handle(event):
+            if isinstance(instr, SendToWorker):
+                stream = self._workers.get(instr.worker)
+                if stream is not None:
+                    stream[1].send(instr.msg)
+            elif isinstance(instr, SendToClient):
+                stream = self._clients.get(instr.client)
+                if stream is not None:
+                    stream[1].send(instr.msg)
+            elif isinstance(instr, CloseWorker):
+                stream = self._workers.pop(instr.worker, None)
+                if stream is not None:
+                    logger.warning("Closing worker %s: %s", instr.worker, instr.reason)
+                    stream[1].abort()
+                    stream[0].abort()
+            else:  # pragma: no cover - the core's instruction set is closed
+                raise TypeError(f"unknown instruction {instr!r}")
+
+    # ------------------------------------------------------------ connections
+
+    async def _on_connection(self, comm: Comm) -> None:
+        role = comm.handshake.get("role")
+        if role == "worker":
+            await self._serve_worker(comm)
+        elif role == "client":
+            await self._serve_client(comm)
+        else:
+            await self._serve_queries(comm)
+
+    async def _serve_worker(self, comm: Comm) -> None:
+        first = await comm.recv()
+        if not isinstance(first, m.RegisterWorker):
+            logger.warning("Worker at %s did not register first; closing", comm.peer_address)
+            return
+        address = first.address
+        bsend = BatchedSend(interval=0.002)
+        bsend.start(comm)
+        self._workers[address] = (comm, bsend)
+        reg = dataclasses.replace(first, now=time.monotonic(),
+                                  stimulus_id=self._stimulus("register-worker"))
+        self.handle(reg)
+        if self._workers.get(address, (None,))[0] is not comm:
+            return  # refused (duplicate name)
+        bsend.send(m.Reply(0, True, {"scheduler": self.address, "id": self.id}))
+        reason = "connection closed"
+        try:
+            while True:
+                batch = await comm.recv()
+                for msg in batch if isinstance(batch, (list, tuple)) else (batch,):
+                    if not isinstance(msg, WORKER_MESSAGES) or _sender(msg) != address:
+                        raise CommClosedError(f"unexpected message from worker: {msg!r:.200}")
+                    if isinstance(msg, m.Heartbeat):
+                        msg = dataclasses.replace(msg, now=time.monotonic())
+                    self.handle(msg)
+        except CommClosedError as exc:
+            reason = str(exc) or reason
+        finally:
+            if self._workers.get(address, (None,))[0] is comm:
+                del self._workers[address]
+                bsend.abort()
+                self.handle(m.RemoveWorker(address, reason, time.monotonic(),
+                                           self._stimulus("remove-worker")))
+                logger.info("Worker %s left: %s", address, reason)
+
+    async def _serve_client(self, comm: Comm) -> None:
+        client_id = str(comm.handshake.get("client_id") or self._stimulus("client"))
+        bsend = BatchedSend(interval=0.002)
+        bsend.start(comm)
+        self._clients[client_id] = (comm, bsend)
+        self.handle(m.RegisterClient(client_id, time.monotonic(), self._stimulus("client")))
+        try:
+            while True:
+                batch = await comm.recv()
+                for msg in batch if isinstance(batch, (list, tuple)) else (batch,):
+                    if isinstance(msg, m.Request):
+                        bsend.send(self._answer(msg))
+                    elif isinstance(msg, CLIENT_MESSAGES):
+                        if msg.client != client_id:
+                            msg = dataclasses.replace(msg, client=client_id)
+                        self.handle(msg)
+                    else:
+                        raise CommClosedError(f"unexpected message from client: {msg!r:.200}")
+        except CommClosedError:
+            pass
+        finally:
+            if self._clients.get(client_id, (None,))[0] is comm:
+                del self._clients[client_id]
+                bsend.abort()
+                self.handle(m.RemoveClient(client_id, time.monotonic(),
+                                           self._stimulus("remove-client")))
+
+    async def _serve_queries(self, comm: Comm) -> None:
+        """One-off connections (CLI tools, health checks): request, reply, repeat."""
+        try:
+            while True:
+                msg = await comm.recv()
+                if not isinstance(msg, m.Request):
+                    raise CommClosedError("expected a Request")
+                await comm.send(self._answer(msg))
+        except CommClosedError:
+            pass
+
+    # ---------------------------------------------------------------- queries
+
+    def _answer(self, req: m.Request) -> m.Reply:
+        try:
+            result = self._query(req.op, dict(req.args or {}))
+            return m.Reply(req.request_id, True, result)
+        except Exception as exc:  # a bad query must not take the scheduler down
+            logger.info("Query %s failed: %s", req.op, exc)
+            return m.Reply(req.request_id, False, f"{type(exc).__name__}: {exc}")
+
+    def _query(self, op: str, args: dict[str, Any]) -> Any:
+        state = self.state
+        if op == "scheduler_info":
+            return {
+                "type": "Scheduler",
+                "id": self.id,
+                "address": self.address,
+                "started": self.started_at,
+                "workers": state.worker_info(),
+                "tasks": state.counts(),
+            }
+        if op == "who_has":
+            keys = args.get("keys")
+            tasks = state.tasks
+            selected = tasks.values() if keys is None else (tasks[k] for k in keys if k in tasks)
+            return {ts.key: [w.address for w in ts.who_has] for ts in selected}
+        if op == "story":
+            return [tuple(e) for e in state.story(*args["keys"])]
+        raise ValueError(f"unknown query {op!r}")

@@ -1,0 +1,286 @@
+"""The worker process's shell: executes, transfers and stores; WorkerState decides.
+
+Events come from the scheduler's stream (ComputeTask, FreeKeys), from the
+thread pool (a task finished) and from transfers (a peer answered). Every
+instruction of ``WorkerState.handle`` is carried out here. The values
+themselves live in ``self.data``; the state machine only knows their sizes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from typing import Any
+
+from teamster.core import messages as m
+from teamster.core.worker import WorkerState
+from teamster.core.worker import events as ev
+from teamster.core.worker.instructions import DeleteData, Execute, GatherDep, SendToScheduler
+from teamster.runtime.comm import (
+    BatchedSend,
+    Comm,
+    CommClosedError,
+    connect,
+    deserialize,
+    listen,
+    serialize,
+)
+from teamster.runtime.connection_pool import ConnectionPool
+from teamster.runtime.errors_payload import dumps_exception
+from teamster.runtime.executor import BatchingExecutor, Done
+from teamster.runtime.scheduler_server import validation_from_env
+from teamster.runtime.task_payload import run_task
+
+logger = logging.getLogger("teamster.worker")
+
+_BUILTIN_SIZED = frozenset({int, float, bool, type(None), str, bytes, bytearray, complex})
+
+
+def sizeof(value: Any) -> int:
+    """Bytes a value occupies; dask's sizeof knows numpy, pandas and containers."""
+    if type(value) in _BUILTIN_SIZED:
+        return sys.getsizeof(value)
+    from dask.sizeof import sizeof as dask_sizeof  # imported on first non-trivial result
+
+    try:
+        return int(dask_sizeof(value))
+    except Exception:
+        return sys.getsizeof(value)
+
+
+class WorkerServer:
+    def __init__(
+        self,
+        scheduler_address: str,
+        *,
+        nthreads: int = 1,
+        name: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        memory_limit: int = 0,
+        resources: dict[str, float] | None = None,
+        validate: bool | None = None,
+        heartbeat_interval: float = 1.0,
+        connect_timeout: float = 30.0,
+    ) -> None:
+        self.scheduler_address = scheduler_address
+        self.nthreads = nthreads
+        self.name = name
+        self.listen_address = f"tcp://{host}:{port}"
+        self.memory_limit = memory_limit
+        self.resources = dict(resources or {})
+        self.validate = validation_from_env() if validate is None else validate
+        self.heartbeat_interval = heartbeat_interval
+        self.connect_timeout = connect_timeout
+        self.address = ""
+        #: Task values by key; WorkerState tracks which keys these are.
+        self.data: dict[m.Key, Any] = {}
+        self.state: WorkerState | None = None
+        self.finished = asyncio.Event()
+        self._bsend = BatchedSend(interval=0.002)
+        self._pool = ConnectionPool({"role": "peer"})
+        self._background: set[asyncio.Task[Any]] = set()
+        self._stim = 0
+        self._listener: Any = None
+        self._scheduler_comm: Comm | None = None
+        self._executor: BatchingExecutor | None = None
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def start(self) -> WorkerServer:
+        self._listener = await listen(self.listen_address, self._on_connection,
+                                      handshake={"role": "worker"})
+        self.address = self._listener.address
+        self.name = self.name or self.address
+        self.state = WorkerState(self.address, self.nthreads, resources=self.resources,
+                                 validate=self.validate)
+        loop = asyncio.get_running_loop()
+        self._executor = BatchingExecutor(self.nthreads, loop, self._on_executed)
+        comm = await connect(self.scheduler_address, timeout=self.connect_timeout,
+                             handshake={"role": "worker", "address": self.address})
+        self._scheduler_comm = comm
+        await comm.send(m.RegisterWorker(
+            self.address, self.name, self.nthreads, self.memory_limit,
+            tuple(sorted(self.resources.items())), 0.0, f"register-{self.address}"))
+        first = await comm.recv()
+        if not _registered(first):
+            await self.close()
+            raise RuntimeError(f"The scheduler at {self.scheduler_address} refused this worker")
+        self._bsend.start(comm)
+        # Work may already ride in the batch that carried the acknowledgement.
+        self._handle_scheduler_batch(first)
+        self._spawn(self._read_scheduler(comm))
+        self._spawn(self._heartbeat_forever())
+        logger.info("Worker %s (%d threads) registered with %s", self.address, self.nthreads,
+                    self.scheduler_address)
+        return self
+
+    async def close(self) -> None:
+        if self.finished.is_set():
+            return
+        self.finished.set()
+        for task in list(self._background):
+            task.cancel()
+        if self._executor is not None:
+            self._executor.shutdown()
+        await self._bsend.close()
+        if self._scheduler_comm is not None:
+            self._scheduler_comm.abort()
+        if self._listener is not None:
+            await self._listener.close()
+        self._pool.close()
+
+    async def __aenter__(self) -> WorkerServer:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _stimulus(self, what: str) -> str:
+        self._stim += 1
+        return f"{what}-{self._stim}"
+
+    # ---------------------------------------------------------- state machine
+
+    def handle(self, event: Any) -> None:
+        assert self.state is not None
+        for instr in self.state.handle(event):
+            kind = type(instr)
+            if kind is SendToScheduler:
+                self._bsend.send(instr.msg)  # type: ignore[union-attr]
+            elif kind is Execute:
+                self._execute(instr)  # type: ignore[arg-type]
+            elif kind is GatherDep:
+                self._spawn(self._gather(instr))  # type: ignore[arg-type]
+            elif kind is DeleteData:
+                for key in instr.keys:  # type: ignore[union-attr]
+                    self.data.pop(key, None)
+            else:  # pragma: no cover - the core's instruction set is closed
+                raise TypeError(f"unknown instruction {instr!r}")
+
+    def _execute(self, instr: Execute) -> None:
+        assert self._executor is not None
+        spec = instr.run_spec
+        data = self.data if instr.dependencies else {}
+        if spec is None:  # an alias: the value of its single dependency
+            dep = instr.dependencies[0]
+            self._executor.submit(instr.key, lambda: data[dep])
+        else:
+            self._executor.submit(instr.key, lambda: run_task(spec, data))
+
+    def _on_executed(self, batch: list[Done]) -> None:
+        for key, ok, value, start, stop in batch:
+            stim = self._stimulus("execute")
+            if ok:
+                self.data[key] = value
+                self.handle(ev.ExecuteSuccess(key, sizeof(value), type(value).__name__,
+                                              stop - start, stim))
+            else:
+                exc_s, tb_s, text = dumps_exception(value)
+                self.handle(ev.ExecuteFailure(key, exc_s, tb_s, text, stop - start, stim))
+
+    async def _gather(self, instr: GatherDep) -> None:
+        try:
+            reply = await self._pool.request(instr.worker, m.GetData(instr.keys, instr.stimulus_id))
+            if not isinstance(reply, m.DataReply):
+                raise CommClosedError(f"unexpected reply to GetData: {reply!r:.200}")
+            received = []
+            for key, blob in reply.data:
+                self.data[key] = deserialize(blob)
+                received.append((key, blob.nbytes))
+        except (OSError, CommClosedError) as exc:
+            logger.info("Fetching %d keys from %s failed: %s", len(instr.keys), instr.worker, exc)
+            self.handle(ev.GatherDepFailure(instr.worker, instr.keys, str(exc),
+                                            self._stimulus("gather-failed")))
+            return
+        self.handle(ev.GatherDepSuccess(instr.worker, tuple(received), tuple(reply.missing),
+                                        self._stimulus("gather")))
+
+    # ------------------------------------------------------------ connections
+
+    async def _read_scheduler(self, comm: Comm) -> None:
+        try:
+            while True:
+                self._handle_scheduler_batch(await comm.recv())
+        except CommClosedError:
+            logger.warning("Lost the scheduler at %s; shutting down", self.scheduler_address)
+        finally:
+            self._spawn(self.close())
+
+    def _handle_scheduler_batch(self, batch: Any) -> None:
+        for msg in batch if isinstance(batch, (list, tuple)) else (batch,):
+            if isinstance(msg, (m.ComputeTask, m.FreeKeys)):
+                self.handle(msg)
+
+    async def _heartbeat_forever(self) -> None:
+        import psutil
+
+        proc = psutil.Process()
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            assert self.state is not None
+            metrics = (
+                ("cpu", proc.cpu_percent()),
+                ("memory", float(proc.memory_info().rss)),
+                ("executing", float(len(self.state.executing))),
+                ("in_memory", float(len(self.data))),
+            )
+            self._bsend.send(m.Heartbeat(self.address, 0.0, metrics, self._stimulus("heartbeat")))
+
+    async def _on_connection(self, comm: Comm) -> None:
+        """Peers fetching inputs, and clients gathering, scattering or running code."""
+        try:
+            while True:
+                msg = await comm.recv()
+                if isinstance(msg, m.GetData):
+                    await comm.send(self._get_data(msg))
+                elif isinstance(msg, m.PutData):
+                    self._put_data(msg)
+                    await comm.send(m.Reply(0, True, None))
+                elif isinstance(msg, m.Request) and msg.op == "run":
+                    await comm.send(await self._run(msg))
+                else:
+                    raise CommClosedError(f"unexpected message on the worker port: {msg!r:.200}")
+        except CommClosedError:
+            pass
+
+    def _get_data(self, msg: m.GetData) -> m.DataReply:
+        data, missing = [], []
+        for key in msg.keys:
+            if key in self.data:
+                data.append((key, serialize(self.data[key])))
+            else:
+                missing.append(key)
+        return m.DataReply(tuple(data), tuple(missing), msg.stimulus_id)
+
+    def _put_data(self, msg: m.PutData) -> None:
+        sizes = []
+        for key, blob in msg.data:
+            value = deserialize(blob)
+            self.data[key] = value
+            sizes.append((key, sizeof(value)))
+        self.handle(ev.DataPut(tuple(sizes), self._stimulus("put-data")))
+
+    async def _run(self, req: m.Request) -> m.Reply:
+        """client.run: call a function in this worker's process (in a thread)."""
+        try:
+            func, args, kwargs = deserialize(req.args["function"])  # type: ignore[misc]
+            if asyncio.iscoroutinefunction(func):
+                result = await func(*args, **kwargs)
+            else:
+                result = await asyncio.to_thread(func, *args, **kwargs)
+            return m.Reply(req.request_id, True, serialize(result))
+        except Exception as exc:
+            return m.Reply(req.request_id, False, serialize(exc))
+
+
+def _registered(reply: Any) -> bool:
+    msgs = reply if isinstance(reply, (list, tuple)) else (reply,)
+    return any(isinstance(x, m.Reply) and x.ok for x in msgs)
+

@@ -1,0 +1,1 @@
+"""Thin asyncio shells around the pure core: comms, servers, executors."""

@@ -55,10 +55,9 @@ class _ArgsPickler(cloudpickle.Pickler):
 
 
 def dumps_function(func: Callable[..., Any]) -> bytes:
-    try:
-        return pickle.dumps(func, protocol=5)
-    except Exception:
-        pass
+    """cloudpickle always: it sends importable functions by reference anyway, and
+    functions of ``__main__`` (scripts, notebooks) by value, which plain pickle
+    would send by a reference the worker cannot resolve. Callers cache the result."""
     try:
         return cloudpickle.dumps(func, protocol=5)
     except Exception as exc:

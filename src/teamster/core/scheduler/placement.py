@@ -10,6 +10,7 @@ never a scan of all workers or tasks.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from itertools import islice
 from typing import TYPE_CHECKING
 
 from teamster.core.scheduler.entities import TaskState, WorkerInfo
@@ -26,6 +27,11 @@ DEFAULT_BANDWIDTH = 100e6
 #: How many holders of large inputs and how many idle workers to score.
 DEPENDENCY_CANDIDATES = 4
 IDLE_CANDIDATES = 2
+#: Holders of one input looked at when gathering candidates (bounded: an
+#: input may be replicated on every worker).
+HOLDER_SCAN = 16
+#: Holders of one input named in a ComputeTask (the worker fetches from them).
+HOLDERS_SENT = 8
 
 
 class Placement:
@@ -70,10 +76,30 @@ class Placement:
         return pool
 
     def transfer_time(self, ts: TaskState, ws: WorkerInfo) -> float:
-        missing = sum(
-            max(dts.nbytes, 0) for dts in ts.dependencies if ws not in dts.who_has
-        )
+        missing = 0
+        for dts in ts.dependencies:
+            if dts.nbytes > 0 and ws not in dts.who_has:
+                missing += dts.nbytes
         return missing / DEFAULT_BANDWIDTH
+
+    def holders_to_fetch_from(self, dts: TaskState) -> tuple[str, ...]:
+        """The holders of ``dts`` a worker is told to fetch it from.
+
+        At most ``HOLDERS_SENT``, taken from the front of ``who_has`` and moved
+        to its back: O(k), and successive tasks reading a widely replicated
+        input (a large input every worker ends up holding) fetch it from
+        different replicas instead of all from the first holder. Sending
+        every holder cost O(workers) per ComputeTask (teamster.sim,
+        large-inputs at 1,000 workers).
+        """
+        who_has = dts.who_has
+        if len(who_has) <= HOLDERS_SENT:
+            return tuple([ws.address for ws in who_has])
+        chosen = list(islice(who_has, HOLDERS_SENT))
+        for ws in chosen:
+            del who_has[ws]
+            who_has[ws] = None
+        return tuple([ws.address for ws in chosen])
 
     def score(self, ts: TaskState, ws: WorkerInfo) -> float:
         """Estimated time until ``ts`` could finish on ``ws``."""
@@ -99,15 +125,42 @@ class Placement:
         idle = state.idle
         if not idle:
             return None
+        if ts.worker_restrictions:
+            # A loose restriction (allow_other_workers): the named workers win
+            # while they have room; otherwise the task goes anywhere.
+            named = [state.workers.get(n) or state.workers_by_name.get(n)
+                     for n in sorted(ts.worker_restrictions)]
+            preferred = [ws for ws in named if ws is not None and ws in idle]
+            if preferred:
+                return min(preferred, key=lambda ws: self.score(ts, ws))
         candidates = []
-        if ts.dependencies:
+        deps = ts.dependencies
+        if deps:
             # Holders of the largest inputs first: moving those costs most.
-            deps = sorted(ts.dependencies, key=lambda d: -d.nbytes)[:DEPENDENCY_CANDIDATES]
-            for dts in deps:
-                for ws in dts.who_has:
-                    if ws in idle and ws not in candidates:
+            top = (list(deps) if len(deps) == 1 else
+                   sorted(deps, key=_larger_first)[:DEPENDENCY_CANDIDATES])
+            for dts in top:
+                holders = dts.who_has
+                # Never a scan of all holders (an input replicated on every
+                # worker has thousands): look from the smaller side, and at
+                # most HOLDER_SCAN entries of it.
+                pool: Iterable[WorkerInfo]
+                if len(holders) <= HOLDER_SCAN:
+                    pool, other = holders, idle
+                elif len(idle) <= HOLDER_SCAN:
+                    pool, other = idle, holders
+                else:
+                    pool, other = islice(holders, HOLDER_SCAN), idle
+                for ws in pool:
+                    if ws in other and ws not in candidates:
                         candidates.append(ws)
         for ws in state.rotate_idle(IDLE_CANDIDATES):
             if ws not in candidates:
                 candidates.append(ws)
+        if len(candidates) == 1:
+            return candidates[0]
         return min(candidates, key=lambda ws: self.score(ts, ws))
+
+
+def _larger_first(dts: TaskState) -> int:
+    return -dts.nbytes

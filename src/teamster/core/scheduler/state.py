@@ -33,6 +33,10 @@ from teamster.core.story import InvalidTransition, StoryEntry, TransitionLog
 ALLOWED_FAILURES = 3
 
 
+def _priority(ts: TaskState) -> m.Priority:
+    return ts.priority
+
+
 class SchedulerState:
     def __init__(
         self,
@@ -107,6 +111,9 @@ class SchedulerState:
         return out
 
     def recommend(self, ts: TaskState, finish: str) -> None:
+        # Move it to the end: recommendations run last in, first out, and the
+        # latest recommendation's position is what callers order by priority.
+        self._recs.pop(ts, None)
         self._recs[ts] = finish
 
     def transition(self, ts: TaskState, finish: str, stimulus_id: str) -> None:
@@ -118,7 +125,10 @@ class SchedulerState:
             raise InvalidTransition(ts.key, start, finish, self.story(ts.key))
         func(self, ts, stimulus_id)
         self.log.append(ts.key, start, ts.state, stimulus_id)
-        self._touched[ts] = None
+        if self.validate_enabled:
+            # Only validation reads (and clears) it; kept otherwise it would
+            # pin every task ever seen (found by teamster.sim at 1M tasks).
+            self._touched[ts] = None
 
     def _run_recommendations(self, stimulus_id: str) -> None:
         recs = self._recs
@@ -297,14 +307,25 @@ class SchedulerState:
             wts = self.tasks.get(key)
             if wts is not None:
                 self._want(cs, wts, ev.stimulus_id)
-        for ts in new:
+        # Ready tasks are recommended for processing as they are met, and
+        # recommendations run last in, first out: meet them lowest priority
+        # first, so the highest-priority task takes the first free slot.
+        for ts in reversed(sorted(new, key=_priority)):
             if ts.exception_blame is ts:
                 self.transition(ts, "erred", ev.stimulus_id)
             elif self.is_needed(ts) and ts.state == "released":
                 self.transition(ts, "waiting", ev.stimulus_id)
         for ts in new:
-            if ts.state == "released" and not self.is_needed(ts) and not ts.dependents:
+            # (Erred too: a task failed at submission that nobody wants would
+            # otherwise be kept forever.)
+            if ts.state in ("released", "erred") and not self.is_needed(ts) and not ts.dependents:
                 self.recommend(ts, "forgotten")
+        for key in ev.wanted:
+            wts = self.tasks.get(key)
+            if wts is not None and wts.state == "released":
+                # A known key wanted again (kept as lineage of a result, or
+                # released since): it must be computed again.
+                self.recommend(wts, "waiting")
 
     def _release_for_client(self, cs: ClientInfo, tasks: list[TaskState]) -> None:
         for ts in tasks:
@@ -365,7 +386,10 @@ class SchedulerState:
                 if ts.state == "released":
                     self.transition(ts, "erred", ev.stimulus_id)
                 continue
-            ts.nbytes = nbytes
+            if ts.state == "released":
+                # (A key already in memory keeps its size: the holders'
+                # byte counts were summed with it.)
+                ts.nbytes = nbytes
             for ws in workers:
                 self.add_replica(ts, ws)
             if ts.state == "released":
@@ -392,7 +416,11 @@ class SchedulerState:
         self.idle[ws] = None
         self._freed[ws] = None
         for ts in self.unrunnable:
-            self.recommend(ts, "processing")
+            # A pending recommendation (e.g. "released": an input died with
+            # the worker this one replaces) comes first; overriding it would
+            # start a task whose input is gone.
+            if ts not in self._recs:
+                self.recommend(ts, "processing")
 
     def _remove_worker(self, ev: m.RemoveWorker) -> None:
         ws = self.workers.get(ev.address)
@@ -438,18 +466,17 @@ class SchedulerState:
         if ws is None:
             return  # a late message from a worker already removed
         ts = self.tasks.get(ev.key)
-        if ts is None or ts.state not in ("processing", "memory") or (
-            ts.state == "processing" and ts.processing_on is not ws
-        ):
-            # Released, cancelled or re-placed meanwhile: the result is not wanted here.
-            self.out.append(SendToWorker(ws.address, m.FreeKeys((ev.key,), ev.stimulus_id)))
+        if ts is None or ts.state != "processing" or ts.processing_on is not ws:
+            # Released, cancelled, re-placed or computed elsewhere meanwhile:
+            # the result is not wanted here. Not even as a replica of a key in
+            # memory: the FreeKeys that released it here may be crossing this
+            # message, and would delete the copy the scheduler counted.
+            if ts is None or ws not in ts.who_has:
+                self.out.append(SendToWorker(ws.address, m.FreeKeys((ev.key,), ev.stimulus_id)))
             return
         ts.prefix.add_duration(ev.duration)
         ws.executed += 1
         ws.busy_time += ev.duration
-        if ts.state == "memory":
-            self.add_replica(ts, ws)
-            return
         ts.nbytes = ev.nbytes
         ts.type_name = ev.type_name
         self.transition(ts, "memory", ev.stimulus_id)

@@ -14,7 +14,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from teamster.core.messages import ComputeTask, FreeKeys, KeyCancelled, KeyErred, KeyInMemory
+from teamster.core.messages import (
+    ComputeTask,
+    FreeKeys,
+    KeyCancelled,
+    KeyErred,
+    KeyInMemory,
+    Priority,
+)
 from teamster.core.scheduler.entities import TaskState
 from teamster.core.scheduler.instructions import SendToClient, SendToWorker
 
@@ -22,6 +29,10 @@ if TYPE_CHECKING:
     from teamster.core.scheduler.state import SchedulerState
 
 Transition = Callable[["SchedulerState", TaskState, str], None]
+
+
+def _priority(ts: TaskState) -> Priority:
+    return ts.priority
 
 
 def _leave_dependencies(s: SchedulerState, ts: TaskState) -> None:
@@ -46,8 +57,9 @@ def released_waiting(s: SchedulerState, ts: TaskState, stimulus_id: str) -> None
     if not s.is_needed(ts):
         _after_release(s, ts)  # stale recommendation: nobody needs it any more
         return
-    if ts.run_spec is None:
-        # Scattered data cannot be recomputed once lost.
+    if ts.run_spec is None and not ts.dependencies:
+        # Scattered data cannot be recomputed once lost. (A run_spec of None
+        # with dependencies is an alias of its input: the worker copies it.)
         ts.exception_text = (
             f"Data for {ts.key!r} was lost with its worker and cannot be recomputed "
             "(it was scattered, not computed); scatter it again."
@@ -147,11 +159,19 @@ def _on_memory(s: SchedulerState, ts: TaskState, stimulus_id: str) -> None:
         )
         for cs in ts.who_wants:
             s.out.append(SendToClient(cs.client_id, msg))
+    ready = []
     for dts in ts.dependents:
         if ts in dts.waiting_on:
             del dts.waiting_on[ts]
             if not dts.waiting_on and dts.state == "waiting":
-                s.recommend(dts, "processing")
+                ready.append(dts)
+    # Recommendations run last in, first out: recommend the lowest priority
+    # first so the highest-priority dependent takes the first free slot.
+    if len(ready) > 1:  # (most results free one dependent or none: skip the sort)
+        ready.sort(key=_priority)
+        ready.reverse()
+    for dts in ready:
+        s.recommend(dts, "processing")
     _leave_dependencies(s, ts)
     if not s.is_needed(ts):
         s.recommend(ts, "released")
@@ -169,13 +189,16 @@ def memory_released(s: SchedulerState, ts: TaskState, stimulus_id: str) -> None:
         s.remove_replica(ts, ws)
         s.out.append(SendToWorker(ws.address, msg))
     ts.state = "released"
+    # Recommend first, so that it runs last (recommendations are LIFO): the
+    # dependents released below must let go of it before it is placed again,
+    # or their release would cancel the recomputation just sent out.
+    _after_release(s, ts)
     for dts in ts.dependents:
         # A waiting dependent needs this again: it must wait for the recomputation.
         if dts.state in ("waiting", "queued", "no-worker", "processing"):
             dts.waiting_on[ts] = None
             if dts.state != "waiting":
                 s.recommend(dts, "released")
-    _after_release(s, ts)
 
 
 def _fail(s: SchedulerState, ts: TaskState, stimulus_id: str) -> None:
@@ -262,9 +285,8 @@ def cancel_notice(s: SchedulerState, ts: TaskState, client_id: str, stimulus_id:
 
 
 def compute_message(s: SchedulerState, ts: TaskState, stimulus_id: str) -> ComputeTask:
-    who_has = tuple(
-        (dts.key, tuple(w.address for w in dts.who_has), dts.nbytes) for dts in ts.dependencies
-    )
+    holders = s.placement.holders_to_fetch_from
+    who_has = tuple([(dts.key, holders(dts), dts.nbytes) for dts in ts.dependencies])
     resources = (
         tuple(sorted(ts.resource_restrictions.items())) if ts.resource_restrictions else None
     )

@@ -120,7 +120,9 @@ def validate_state(s: SchedulerState) -> None:
     for ws in s.idle:
         if s.workers.get(ws.address) is not ws:
             _fail(s, None, f"idle holds removed worker {ws.address}")
-    if s.n_queued and s.idle and not any(ws.nthreads for ws in s.idle):
+    # Late binding's liveness: a queued task waits only while every worker is
+    # saturated. (A worker with no threads is never idle: is_saturated.)
+    if s.n_queued and s.idle:
         _fail(s, None, "tasks queued while workers are idle")
     for cid, cs in s.clients.items():
         for ts in cs.wants_what:

@@ -159,7 +159,10 @@ class WorkerState:
             raise InvalidTransition(ts.key, start, finish, self.story(ts.key))
         func(self, ts)
         self.log.append(ts.key, start, ts.state, self._stimulus)
-        self._touched[ts] = None
+        if self.validate_enabled:
+            # Only validation reads (and clears) it; kept otherwise it would
+            # pin every task ever seen (found by teamster.sim at 1M tasks).
+            self._touched[ts] = None
 
     def story(self, *keys: m.Key) -> list[StoryEntry]:
         return self.log.story(*keys)
@@ -235,7 +238,9 @@ class WorkerState:
         )
 
     def _release_if_unneeded(self, ts: WorkerTask) -> None:
-        if ts.state != "forgotten" and not self._needed(ts):
+        # A cancelled task still holds a thread: only its result event may
+        # forget it (forgetting it earlier leaked the thread slot).
+        if ts.state not in ("forgotten", "cancelled") and not self._needed(ts):
             self.transition(ts, "forgotten")
 
     def _give_up(self, ts: WorkerTask) -> None:
@@ -316,8 +321,12 @@ class WorkerState:
             return
         self._finish_execution(ts)
         if ts.state == "cancelled":
-            self.transition(ts, "memory")  # the shell stored it; forgetting deletes it
-            self.transition(ts, "forgotten")
+            # The shell stored it. Keep it only while a local task reads it (a
+            # dependent placed here meanwhile); otherwise forgetting deletes it.
+            ts.nbytes = e.nbytes
+            ts.type_name = e.type_name
+            self.transition(ts, "memory")
+            self._release_if_unneeded(ts)
             return
         ts.nbytes = e.nbytes
         ts.type_name = e.type_name
@@ -353,7 +362,13 @@ class WorkerState:
         for key, nbytes in e.received:
             ts = by_key.get(key)
             if ts is None or self.tasks.get(key) is not ts or ts.state != "flight":
-                self.out.append(DeleteData((key,), e.stimulus_id))
+                # A stale reply. The shell stored it over whatever it held
+                # under this key; if that was a live value (the key was
+                # forgotten, then fetched again elsewhere), it is the same
+                # value and must stay.
+                current = self.tasks.get(key)
+                if current is None or current.state != "memory":
+                    self.out.append(DeleteData((key,), e.stimulus_id))
                 continue
             ts.nbytes = nbytes
             if not self._needed(ts):
@@ -389,11 +404,13 @@ class WorkerState:
         if peer in ts.who_has:
             ts.who_has.remove(peer)
         self.transition(ts, "released")
-        if not self._needed(ts):
-            self.transition(ts, "forgotten")
-        elif ts.assigned and not any(self._is_pending(d) for d in ts.dependents):
+        if ts.assigned:
+            # The scheduler asked for it to be computed here while it was on
+            # its way (see _compute_task); without its run_spec, hand it back.
+            # (Keeping it "assigned" while giving up on it left it stuck.)
             ts.assigned = False
             self._send(m.RescheduleTask(self.address, ts.key, self._stimulus))
+        if not self._needed(ts):
             self.transition(ts, "forgotten")
         elif ts.who_has:
             self.transition(ts, "fetch")
@@ -408,7 +425,10 @@ class WorkerState:
             if ts is None:
                 ts = self.tasks[key] = WorkerTask(key)
             if ts.state in ("executing", "cancelled", "flight", "waiting", "ready"):
-                continue  # a computation of the same key owns it; the put value is dropped
+                # A computation or transfer of the same key owns it; the put
+                # value is dropped (the shell stored it before telling us).
+                self.out.append(DeleteData((key,), e.stimulus_id))
+                continue
             if ts.state == "fetch":
                 self.transition(ts, "released")
             ts.nbytes = nbytes
@@ -431,6 +451,9 @@ class WorkerState:
         filed = [ts for todo in self.fetch_by_peer.values() for ts in todo]
         if len(filed) != self.n_fetch or len(set(filed)) != len(filed):
             raise InvariantError("fetch index count mismatch")
+        for ts in self.executing:
+            if self.tasks.get(ts.key) is not ts:
+                self._fail(ts, "occupies a thread but is not registered")
         for key, ts in self.tasks.items():
             self._validate_task(key, ts)
         for peer, batch in self.in_flight.items():
@@ -578,10 +601,17 @@ def _forget(w: WorkerState, ts: WorkerTask) -> None:
         dts.dependents.pop(ts, None)
         w._release_if_unneeded(dts)
     for dts in list(ts.dependents):
-        # Dependents that are still pending here keep their link via a new
-        # WorkerTask only if re-sent; a forgotten input may not stay referenced.
+        # A forgotten input may not stay referenced.
         dts.dependencies.pop(ts, None)
-        dts.waiting_for_data.pop(ts, None)
+        if ts in dts.waiting_for_data:
+            # A dependent waiting for it here can no longer get it (its local
+            # computation failed or was freed): hand it back to the scheduler
+            # rather than leave it waiting forever.
+            del dts.waiting_for_data[ts]
+            if dts.state == "waiting":
+                dts.assigned = False
+                w._send(m.RescheduleTask(w.address, dts.key, w._stimulus))
+                w.transition(dts, "forgotten")
     ts.dependencies.clear()
     ts.dependents.clear()
 

@@ -39,7 +39,7 @@ class Plan:
     @property
     def critical_path(self) -> float:
         longest = max(
-            max(self.leaves[i] for i in g) + d for g, d in zip(self.groups, self.group_durations)
+            max(self.leaves[i] for i in g) + d for g, d in zip(self.groups, self.group_durations, strict=True)
         )
         return longest + self.final_duration
 
@@ -78,7 +78,7 @@ def main(n_workers: int = 4, threads: int = 1, n_tasks: int = 2000, seed: int = 
         leaves = [client.submit(leaf, i, d, pure=False) for i, d in enumerate(plan.leaves)]
         partials = [
             client.submit(combine, [leaves[i] for i in g], d, pure=False)
-            for g, d in zip(plan.groups, plan.group_durations)
+            for g, d in zip(plan.groups, plan.group_durations, strict=True)
         ]
         final = client.submit(combine, partials, plan.final_duration, pure=False)
         result = final.result()

@@ -1,4 +1,4 @@
-"""`teamster scheduler | worker | demo`: the command line.
+"""`teamster scheduler | worker | demo | simulate`: the command line.
 
 Imports stay inside the subcommands so that `teamster worker` loads only
 what a worker needs and registers quickly.
@@ -53,7 +53,8 @@ def _parse_resources(items: list[str]) -> dict[str, float]:
                 raise ValueError
             out[name] = float(qty)
         except ValueError:
-            raise SystemExit(f"--resources expects NAME=QUANTITY (e.g. GPU=1), got {item!r}")
+            raise SystemExit(
+                f"--resources expects NAME=QUANTITY (e.g. GPU=1), got {item!r}") from None
     return out
 
 
@@ -112,7 +113,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_demo)
+
+    _add_simulate(sub)
     return parser
+
+
+def _add_simulate(sub: Any) -> None:
+    # The simulator's parser lives with it; importing teamster.sim.cli loads
+    # only argparse and json (the simulator itself is imported when run).
+    from teamster.sim.cli import add_simulate_parser
+
+    add_simulate_parser(sub)
 
 
 def main(argv: list[str] | None = None) -> None:

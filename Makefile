@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DASK_VENV := .bench-venv-dask
 
-.PHONY: demo test test-fast check bench venv clean
+.PHONY: demo test test-fast test-dask test-dask-baseline check bench venv clean
 
 venv: $(STAMP)
 
@@ -18,9 +18,19 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/teamster demo
 
-# The whole suite, all four tiers, validation on (tests/conftest.py sets it too).
+# The whole suite, all four tiers, validation on (tests/conftest.py sets it too),
+# then dask's own test modules through a live cluster (about 5-10 minutes on 2 cores).
 test: $(STAMP)
 	TEAMSTER_VALIDATE=1 $(BIN)/python -m pytest -q -p no:cacheprovider
+	TEAMSTER_VALIDATE=1 $(BIN)/python tests/dask_suite/run.py
+
+# dask's curated test modules on teamster (tests/dask_suite/run.py lists them) ...
+test-dask: $(STAMP)
+	TEAMSTER_VALIDATE=1 $(BIN)/python tests/dask_suite/run.py
+
+# ... and the same modules on dask's own schedulers, for comparison.
+test-dask-baseline: $(STAMP)
+	$(BIN)/python tests/dask_suite/run.py --baseline
 
 # Pure core and property tests only: seconds, no processes.
 test-fast: $(STAMP)

@@ -33,6 +33,11 @@ from typing import Any
 
 from teamster.client import results
 from teamster.client.cluster_ops import ClusterOperations
+from teamster.client.dask_collections import (
+    DaskCollections,
+    install_dask_default,
+    uninstall_dask_default,
+)
 from teamster.client.future import Future, FutureState
 from teamster.client.loop import LoopThread
 from teamster.client.specs import TaskBuilder, normalize_resources, normalize_workers
@@ -77,13 +82,17 @@ def default_client(c: Client | None = None) -> Client:
     return client
 
 
-class Client(ClusterOperations):
+class Client(ClusterOperations, DaskCollections):
     """Connect to a teamster scheduler and run work on its workers.
 
     ``address`` is "tcp://host:port", an object with ``.scheduler_address``
     (a ``LocalCluster``), or None to start a ``LocalCluster(**kwargs)`` that
-    this client owns and closes.
+    this client owns and closes. With ``set_as_default`` (the default) it is
+    also dask's scheduler until it closes: ``x.compute()`` runs here.
     """
+
+    #: dask checks this before using a client as its scheduler; always False.
+    asynchronous = False
 
     def __init__(self, address: Any = None, loop: Any = None, timeout: float = 10,
                  set_as_default: bool = True, name: str | None = None,
@@ -153,6 +162,7 @@ class Client(ClusterOperations):
         _open_clients.add(self)
         if set_as_default:
             _default_clients.append(self)
+            install_dask_default(self)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -185,8 +195,11 @@ class Client(ClusterOperations):
                 self._loop.stop()
                 self.status = "closed"
                 _open_clients.discard(self)
+                was_default = self in _default_clients
                 while self in _default_clients:
                     _default_clients.remove(self)
+                if was_default:
+                    uninstall_dask_default(self, default_client_or_none())
                 if self._callbacks is not None:
                     self._callbacks.shutdown(wait=False)
                 if self._owns_cluster:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -82,6 +83,16 @@ def dumps_task(func_bytes: bytes, args: tuple[Any, ...], kwargs: Mapping[str, An
     return Serialized(func_bytes, (f.getvalue(), *views)), tuple(pickler.dependencies)
 
 
+#: Held while a task's function and arguments are unpickled (executor threads).
+#: Unpickling imports modules, and two threads importing one package cycle at
+#: once see a partially initialised module: a fresh 2-thread worker running
+#: dask.array tasks raised "cannot import name 'cumreduction' from partially
+#: initialized module 'dask.array.reductions'". (distributed deserialises on
+#: its event loop, one thread, for the same effect.) Code that unpickles more
+#: inside a task (``teamster.client.dask_graph``) takes it too.
+unpickle_lock = threading.RLock()
+
+
 class _FunctionCache:
     """Unpickled functions by their bytes; bounded so a worker cannot leak."""
 
@@ -115,12 +126,13 @@ class _ArgsUnpickler(pickle.Unpickler):
 
 def loads_task(spec: Serialized, data: Mapping[Key, Any]
                ) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
-    func = _functions.get(bytes(spec.header))
     payload, *buffers = spec.buffers
-    if data:
-        args, kwargs = _ArgsUnpickler(io.BytesIO(payload), tuple(buffers), data).load()
-    else:
-        args, kwargs = pickle.loads(payload, buffers=buffers)
+    with unpickle_lock:
+        func = _functions.get(bytes(spec.header))
+        if data:
+            args, kwargs = _ArgsUnpickler(io.BytesIO(payload), tuple(buffers), data).load()
+        else:
+            args, kwargs = pickle.loads(payload, buffers=buffers)
     return func, args, kwargs or {}
 
 

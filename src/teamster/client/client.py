@@ -99,8 +99,8 @@ class Client(ClusterOperations, DaskCollections):
                  asynchronous: bool = False, direct_to_workers: bool | None = None,
                  **kwargs: Any) -> None:
         if asynchronous:
-            raise NotImplementedError("teamster's Client is synchronous (asynchronous=True "
-                                      "is not supported yet)")
+            raise ValueError("teamster's Client is synchronous: asynchronous=True is not "
+                             "supported; call it from a thread (asyncio.to_thread) instead")
         #: "newly-created" -> "running" -> "closing" -> "closed".
         self.status = "newly-created"
         self.id = f"client-{uuid.uuid4().hex[:12]}"
@@ -388,7 +388,7 @@ class Client(ClusterOperations, DaskCollections):
             raise TypeError("First input to submit must be a callable function")
         self._check_running()
         if actor or actors:
-            raise NotImplementedError("actors are not supported")
+            raise ValueError("teamster has no actors; submit a function instead")
         workers_t, resources_t = self._placement(workers, allow_other_workers, resources)
         entry = self._builder.function(func)
         if key is None:
@@ -429,7 +429,7 @@ class Client(ClusterOperations, DaskCollections):
             raise TypeError("First input to map must be a callable function")
         self._check_running()
         if actor or actors:
-            raise NotImplementedError("actors are not supported")
+            raise ValueError("teamster has no actors; submit a function instead")
         workers_t, resources_t = self._placement(workers, allow_other_workers, resources)
         # Shortest iterable wins, as with zip (distributed does the same).
         calls = list(zip(*(it if isinstance(it, (list, tuple)) else list(it)  # noqa: B905

@@ -104,8 +104,10 @@ class SchedulerState:
             raise TypeError(f"SchedulerState cannot handle {type(event).__name__}")
         self.n_events += 1
         handler(event)
-        self._run_recommendations(event.stimulus_id)
-        self._fill_freed(event.stimulus_id)
+        if self._recs:
+            self._run_recommendations(event.stimulus_id)
+        if self._freed:
+            self._fill_freed(event.stimulus_id)
         if self.validate_enabled:
             self._validate_after_event()
         self.out = []

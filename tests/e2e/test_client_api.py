@@ -19,9 +19,9 @@ import time
 import traceback
 import uuid
 from concurrent.futures import CancelledError
-from pathlib import Path
 
 import pytest
+from file_counters import count_calls, fail_first_n
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -81,20 +81,8 @@ def wait_for_file(path, x=None, deadline_s=120.0):
     return x
 
 
-def fail_first_n(counter_path, n_failures):
-    """Fail the first ``n_failures`` calls (counted in a file, so across worker processes)."""
-    calls = int(Path(counter_path).read_text()) if os.path.exists(counter_path) else 0
-    Path(counter_path).write_text(str(calls + 1))
-    if calls < n_failures:
-        raise RuntimeError(f"attempt {calls}")
-    return calls
 
 
-def count_calls(counter_path, x):
-    """Return x, counting executions in a file."""
-    calls = int(Path(counter_path).read_text()) if os.path.exists(counter_path) else 0
-    Path(counter_path).write_text(str(calls + 1))
-    return x
 
 
 def unique(name: str) -> str:

@@ -25,6 +25,7 @@ import pandas as pd
 import pytest
 from dask import delayed
 from dask.utils_test import GetFunctionTestMixin, inc
+from file_counters import count_calls, fail_first_n
 
 from teamster import Client, Future, LocalCluster, wait
 from teamster.client.client import default_client
@@ -53,19 +54,8 @@ def getpid_task(_=None):
     return os.getpid()
 
 
-def count_calls(counter_path, x):
-    """Return x, counting executions in a file (visible across worker processes)."""
-    calls = int(Path(counter_path).read_text()) if os.path.exists(counter_path) else 0
-    Path(counter_path).write_text(str(calls + 1))
-    return x
 
 
-def fail_first_n(counter_path, n_failures):
-    calls = int(Path(counter_path).read_text()) if os.path.exists(counter_path) else 0
-    Path(counter_path).write_text(str(calls + 1))
-    if calls < n_failures:
-        raise RuntimeError(f"attempt {calls}")
-    return calls
 
 
 def add_block(block, scalar):

@@ -378,17 +378,20 @@ class Client(ClusterOperations, DaskCollections):
 
     # ------------------------------------------------------------ submit, map
 
+    def _check_submittable(self, func: Any, what: str, actor: bool) -> None:
+        if not callable(func):
+            raise TypeError(f"First input to {what} must be a callable function")
+        self._check_running()
+        if actor:
+            raise ValueError("teamster has no actors; submit a function instead")
+
     def submit(self, func: Callable[..., Any], *args: Any, key: Key | None = None,
                workers: Any = None, resources: Mapping[str, float] | None = None,
                retries: int | None = None, priority: int = 0, fifo_timeout: Any = None,
                allow_other_workers: bool = False, actor: bool = False, actors: bool = False,
                pure: bool = True, **kwargs: Any) -> Future:
         """Run ``func(*args, **kwargs)`` on a worker; return its Future at once."""
-        if not callable(func):
-            raise TypeError("First input to submit must be a callable function")
-        self._check_running()
-        if actor or actors:
-            raise ValueError("teamster has no actors; submit a function instead")
+        self._check_submittable(func, "submit", actor or actors)
         workers_t, resources_t = self._placement(workers, allow_other_workers, resources)
         entry = self._builder.function(func)
         if key is None:
@@ -425,11 +428,7 @@ class Client(ClusterOperations, DaskCollections):
             actor: bool = False, actors: bool = False, pure: bool = True,
             batch_size: int | None = None, **kwargs: Any) -> list[Future]:
         """``submit`` over zipped iterables as ONE graph update; futures in input order."""
-        if not callable(func):
-            raise TypeError("First input to map must be a callable function")
-        self._check_running()
-        if actor or actors:
-            raise ValueError("teamster has no actors; submit a function instead")
+        self._check_submittable(func, "map", actor or actors)
         workers_t, resources_t = self._placement(workers, allow_other_workers, resources)
         # Shortest iterable wins, as with zip (distributed does the same).
         calls = list(zip(*(it if isinstance(it, (list, tuple)) else list(it)  # noqa: B905

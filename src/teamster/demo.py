@@ -65,6 +65,7 @@ def make_plan(n_tasks: int, seed: int, mean: float = 0.01) -> Plan:
 
 def main(n_workers: int = 4, threads: int = 1, n_tasks: int = 2000, seed: int = 0) -> None:
     from teamster import Client, LocalCluster
+    from teamster.client.balance import format_report
 
     plan = make_plan(n_tasks, seed)
     print(f"teamster demo: {plan.n_tasks} tasks (lognormal leaves, stragglers, reductions) "
@@ -73,7 +74,6 @@ def main(n_workers: int = 4, threads: int = 1, n_tasks: int = 2000, seed: int = 
     with LocalCluster(n_workers=n_workers, threads_per_worker=threads) as cluster, \
             Client(cluster) as client:
         startup = time.perf_counter() - t_start
-        before = client.scheduler_info()["workers"]
         t0 = time.perf_counter()
         leaves = [client.submit(leaf, i, d, pure=False) for i, d in enumerate(plan.leaves)]
         partials = [
@@ -83,7 +83,8 @@ def main(n_workers: int = 4, threads: int = 1, n_tasks: int = 2000, seed: int = 
         final = client.submit(combine, partials, plan.final_duration, pure=False)
         result = final.result()
         makespan = time.perf_counter() - t0
-        after = client.scheduler_info()["workers"]
+        report = client.balance_report()
+        names = {a: w["name"] for a, w in client.scheduler_info()["workers"].items()}
     if abs(result["work"] - plan.total_work) > 1e-6 * plan.total_work:
         raise SystemExit(f"wrong result: {result['work']} != {plan.total_work}")
     total_threads = n_workers * threads
@@ -95,9 +96,5 @@ def main(n_workers: int = 4, threads: int = 1, n_tasks: int = 2000, seed: int = 
           "critical path))")
     print(f"makespan             {makespan:8.2f} s")
     print(f"makespan / bound     {makespan / lower:8.2f}")
-    print("per worker:           tasks    busy s   busy %")
-    for addr, info in sorted(after.items(), key=lambda kv: kv[1]["name"]):
-        prev = before.get(addr, {"executed": 0, "busy_time": 0.0})
-        n = info["executed"] - prev["executed"]
-        busy = info["busy_time"] - prev["busy_time"]
-        print(f"  {info['name']:<18} {n:7d} {busy:9.2f} {100 * busy / (makespan * threads):7.0f}%")
+    print("\nthe scheduler's balance report (durations measured on the workers):")
+    print(format_report(report, names))

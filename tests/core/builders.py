@@ -62,9 +62,9 @@ def graph(
 
 def finished(
     worker: str, key: m.Key, *, nbytes: int = 8, type_name: str = "int",
-    duration: float = 1.0, sid: str = "",
+    duration: float = 1.0, stop: float = 1.0, sid: str = "",
 ) -> m.TaskFinished:
-    return m.TaskFinished(worker, key, nbytes, type_name, duration, sid or f"done-{key}")
+    return m.TaskFinished(worker, key, nbytes, type_name, duration, stop, sid or f"done-{key}")
 
 
 def erred(

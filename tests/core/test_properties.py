@@ -196,7 +196,10 @@ class SchedulerWorld:
         self.handle(m.RemoveWorker(address, "gone", self.now, f"remove-{address}"))
 
     def heartbeat(self, address: str) -> None:
-        self.handle(m.Heartbeat(address, self.now, (("cpu", 0.5),), f"hb-{self.n_events}"))
+        sim = self.workers.get(address)
+        executing = tuple((k, 1.0) for k in list(sim.processing)[:1]) if sim else ()
+        self.handle(m.Heartbeat(address, self.now, (("cpu", 0.5),), executing,
+                                f"hb-{self.n_events}"))
 
     def tick(self, dt: float) -> None:
         self.now += dt
@@ -273,7 +276,7 @@ class SchedulerWorld:
             if isinstance(msg, m.ComputeTask):
                 if msg.key in sim.memory:
                     # A worker asked to compute what it holds reports it at once.
-                    self.handle(m.TaskFinished(address, msg.key, 8, "int", 0.0,
+                    self.handle(m.TaskFinished(address, msg.key, 8, "int", 0.0, 0.0,
                                                f"have-{msg.key}-{self.n_events}"))
                 else:
                     sim.processing[msg.key] = msg
@@ -281,6 +284,12 @@ class SchedulerWorld:
                 for key in msg.keys:
                     sim.processing.pop(key, None)
                     sim.memory.discard(key)
+            elif isinstance(msg, m.StealRequest):
+                # Queued work is given up; anything else (finished, unknown) refused.
+                stolen = sim.processing.pop(msg.key, None) is not None
+                self.handle(m.StealResponse(address, msg.key, msg.steal_id, stolen,
+                                            "ready" if stolen else "memory",
+                                            f"steal-{msg.key}-{self.n_events}"))
             else:
                 raise self.fail(f"unexpected message to a worker: {msg!r}")
             if self.workers.get(address) is not sim:
@@ -309,7 +318,7 @@ class SchedulerWorld:
             if not got:
                 ok = False
         if added:
-            self.handle(m.AddKeys(sim.address, tuple(added), f"add-{self.n_events}"))
+            self.handle(m.AddKeys(sim.address, tuple(added), "", 0, 0.0, f"add-{self.n_events}"))
         return ok
 
     def finish(self, address: str, key: m.Key, duration: float) -> None:
@@ -326,7 +335,7 @@ class SchedulerWorld:
         sim.memory.add(key)
         if self._crossing_reassignment(sim, key):
             self.stale_accepted.add((address, key))
-        self.handle(m.TaskFinished(address, key, 8, "int", duration,
+        self.handle(m.TaskFinished(address, key, 8, "int", duration, self.now + duration,
                                    f"done-{key}-{self.n_events}"))
 
     @staticmethod
@@ -649,7 +658,7 @@ class WorkerWorld:
         del self.running[key]
         if ok:
             self.store.add(key)  # the shell stores the value before telling the core
-            self.handle(wev.ExecuteSuccess(key, 8, "int", 0.01, f"ran-{key}"))
+            self.handle(wev.ExecuteSuccess(key, 8, "int", 0.01, 1.0, f"ran-{key}"))
         else:
             self.handle(wev.ExecuteFailure(key, EXC, None, "boom", 0.01, f"failed-{key}"))
 
@@ -666,7 +675,7 @@ class WorkerWorld:
             received = received[:-1]  # a key neither sent nor reported missing
         for key, _ in received:
             self.store.add(key)
-        self.handle(wev.GatherDepSuccess(peer, tuple(received), tuple(missing),
+        self.handle(wev.GatherDepSuccess(peer, tuple(received), tuple(missing), 0.01,
                                          f"gathered-{peer}"))
 
     def put(self, key: m.Key) -> None:

@@ -406,7 +406,7 @@ def test_replicated_result_survives_the_loss_of_one_holder() -> None:
     s = scheduler(register_worker(A), register_worker(B))
     s.handle(graph("c", spec("x"), sid="g1"))
     s.handle(finished(A, "x", sid="fx"))
-    assert s.handle(m.AddKeys(B, ("x",), "add")) == []
+    assert s.handle(m.AddKeys(B, ("x",), "", 0, 0.0, "add")) == []
     assert s.handle(m.RemoveWorker(A, "lost", 1.0, "rm")) == []
     assert [w.address for w in s.tasks["x"].who_has] == [B]
 
@@ -443,7 +443,7 @@ def test_scattered_data_lost_with_its_worker_errs() -> None:
 def test_heartbeat_timeout_removes_a_silent_worker() -> None:
     s = scheduler(register_worker(A, now=0.0), register_worker(B, now=0.0), heartbeat_timeout=10.0)
     assert s.handle(graph("c", spec("x"), now=1.0, sid="g1")) == [compute(A, "x", (0, 1), "g1")]
-    assert s.handle(m.Heartbeat(B, 8.0, (("cpu", 0.5),), "hb")) == []
+    assert s.handle(m.Heartbeat(B, 8.0, (("cpu", 0.5),), (), "hb")) == []
     assert s.handle(Tick(9.0, "tick-1")) == []  # nobody silent for 10 s yet
     # A last spoke at t=0, B at t=8: at t=15 only A is past the deadline.
     assert s.handle(Tick(15.0, "tick-2")) == [
@@ -460,7 +460,7 @@ def test_message_from_a_removed_worker_is_ignored() -> None:
     s.handle(m.RemoveWorker(A, "lost", 1.0, "rm"))
     assert s.handle(finished(A, "x", sid="late")) == []
     assert s.handle(erred(A, "x", sid="late2")) == []
-    assert s.handle(m.AddKeys(A, ("x",), "late3")) == []
+    assert s.handle(m.AddKeys(A, ("x",), "", 0, 0.0, "late3")) == []
     assert states(s, "x") == {"x": "processing"}
     assert s.tasks["x"].processing_on is s.workers[B]
 
@@ -605,7 +605,7 @@ def test_add_keys_registers_replicas_and_release_frees_every_holder() -> None:
     s = scheduler(register_worker(A), register_worker(B))
     s.handle(graph("c", spec("x"), sid="g1"))
     s.handle(finished(A, "x", nbytes=40, sid="f"))
-    assert s.handle(m.AddKeys(B, ("x",), "add")) == []
+    assert s.handle(m.AddKeys(B, ("x",), "", 0, 0.0, "add")) == []
     assert [w.address for w in s.tasks["x"].who_has] == [A, B]
     assert s.workers[B].nbytes == 40
     assert s.handle(m.ReleaseKeys("c", ("x",), "rel")) == [
@@ -617,7 +617,7 @@ def test_add_keys_for_unknown_keys_is_answered_with_free_keys() -> None:
     s = scheduler(register_worker(A), register_worker(B))
     s.handle(graph("c", spec("x"), sid="g1"))
     s.handle(finished(A, "x", sid="f"))
-    assert s.handle(m.AddKeys(B, ("x", "gone"), "add")) == [free(B, "add", "gone")]
+    assert s.handle(m.AddKeys(B, ("x", "gone"), "", 0, 0.0, "add")) == [free(B, "add", "gone")]
 
 
 def test_missing_data_drops_the_replica_and_recomputes_if_it_was_the_last() -> None:
@@ -645,7 +645,7 @@ def test_missing_data_with_another_replica_keeps_the_key() -> None:
     s = scheduler(register_worker(A), register_worker(B))
     s.handle(graph("c", spec("x"), sid="g1"))
     s.handle(finished(A, "x", sid="f"))
-    s.handle(m.AddKeys(B, ("x",), "add"))
+    s.handle(m.AddKeys(B, ("x",), "", 0, 0.0, "add"))
     assert s.handle(m.MissingData(C, "x", A, "miss")) == []
     assert [w.address for w in s.tasks["x"].who_has] == [B]
     # Reports about unknown keys or holders are ignored.
@@ -815,6 +815,7 @@ def test_validation_catches_queued_work_next_to_an_idle_worker() -> None:
     # Give A room without telling the scheduler to refill it.
     s.placement.backlog_target = 10.0
     s.idle[s.workers[A]] = None
+    s.idle_by_load.set(s.workers[A], 0.0)
     with pytest.raises(InvariantError, match="queued while workers are idle"):
         s.validate()
 

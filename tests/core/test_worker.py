@@ -39,7 +39,7 @@ def execute(key: m.Key, sid: str, *deps: m.Key) -> Execute:
 
 
 def success(key: m.Key, *, nbytes: int = 8, sid: str = "") -> ev.ExecuteSuccess:
-    return ev.ExecuteSuccess(key, nbytes, "int", 0.5, sid or f"ran-{key}")
+    return ev.ExecuteSuccess(key, nbytes, "int", 0.5, 100.0, sid or f"ran-{key}")
 
 
 def failure(key: m.Key, sid: str = "") -> ev.ExecuteFailure:
@@ -47,8 +47,8 @@ def failure(key: m.Key, sid: str = "") -> ev.ExecuteFailure:
 
 
 def finished(key: m.Key, sid: str, *, nbytes: int = 8, duration: float = 0.5,
-             type_name: str = "int") -> SendToScheduler:
-    return SendToScheduler(m.TaskFinished(ME, key, nbytes, type_name, duration, sid))
+             stop: float = 100.0, type_name: str = "int") -> SendToScheduler:
+    return SendToScheduler(m.TaskFinished(ME, key, nbytes, type_name, duration, stop, sid))
 
 
 def to_scheduler(msg: m.Message) -> SendToScheduler:
@@ -120,7 +120,7 @@ def test_compute_of_a_key_already_in_memory_reports_it_at_once() -> None:
     w.handle(compute("x"))
     w.handle(success("x", nbytes=50))
     assert w.handle(compute("x", sid="again")) == [
-        finished("x", "again", nbytes=50, duration=0.0),
+        finished("x", "again", nbytes=50, duration=0.0, stop=0.0),
     ]
 
 
@@ -140,11 +140,11 @@ def test_dependencies_on_peers_are_gathered_one_request_per_peer() -> None:
     # One request per peer, carrying every key filed under it.
     assert out == [GatherDep(P, ("x1", "x2"), 30, "cy"), GatherDep(Q, ("x3",), 30, "cy")]
     assert states(w, "y", "x1", "x3") == {"y": "waiting", "x1": "flight", "x3": "flight"}
-    assert w.handle(ev.GatherDepSuccess(P, (("x1", 11), ("x2", 21)), (), "got-p")) == [
-        to_scheduler(m.AddKeys(ME, ("x1", "x2"), "got-p")),
+    assert w.handle(ev.GatherDepSuccess(P, (("x1", 11), ("x2", 21)), (), 0.0, "got-p")) == [
+        to_scheduler(m.AddKeys(ME, ("x1", "x2"), P, 32, 0.0, "got-p")),
     ]
-    assert w.handle(ev.GatherDepSuccess(Q, (("x3", 31),), (), "got-q")) == [
-        to_scheduler(m.AddKeys(ME, ("x3",), "got-q")),
+    assert w.handle(ev.GatherDepSuccess(Q, (("x3", 31),), (), 0.0, "got-q")) == [
+        to_scheduler(m.AddKeys(ME, ("x3",), Q, 31, 0.0, "got-q")),
         execute("y", "got-q", "x1", "x2", "x3"),
     ]
     assert w.tasks["x1"].nbytes == 11  # the size measured on arrival
@@ -162,8 +162,8 @@ def test_large_dependencies_are_split_across_requests_to_one_peer() -> None:
     big = 40_000_000
     out = w.handle(compute("y", ("a", (P,), big), ("b", (P,), big), sid="cy"))
     assert out == [GatherDep(P, ("a",), big, "cy")]  # 80 MB would exceed one request
-    assert w.handle(ev.GatherDepSuccess(P, (("a", big),), (), "got-a")) == [
-        to_scheduler(m.AddKeys(ME, ("a",), "got-a")),
+    assert w.handle(ev.GatherDepSuccess(P, (("a", big),), (), 0.0, "got-a")) == [
+        to_scheduler(m.AddKeys(ME, ("a",), P, big, 0.0, "got-a")),
         GatherDep(P, ("b",), big, "got-a"),
     ]
 
@@ -174,8 +174,8 @@ def test_concurrent_gathers_are_bounded() -> None:
     deps = [(f"d{i}", (p,), 10) for i, p in enumerate(peers)]
     out = w.handle(compute("y", *deps, sid="cy"))
     assert out == [GatherDep(p, (f"d{i}",), 10, "cy") for i, p in enumerate(peers[:-1])]
-    assert w.handle(ev.GatherDepSuccess(peers[0], (("d0", 10),), (), "got")) == [
-        to_scheduler(m.AddKeys(ME, ("d0",), "got")),
+    assert w.handle(ev.GatherDepSuccess(peers[0], (("d0", 10),), (), 0.0, "got")) == [
+        to_scheduler(m.AddKeys(ME, ("d0",), peers[0], 10, 0.0, "got")),
         GatherDep(peers[-1], (f"d{len(peers) - 1}",), 10, "got"),
     ]
 
@@ -185,12 +185,12 @@ def test_missing_data_is_reported_and_fetched_from_another_holder() -> None:
     assert w.handle(compute("y", ("x", (P, Q), 10), sid="cy")) == [
         GatherDep(P, ("x",), 10, "cy"),
     ]
-    assert w.handle(ev.GatherDepSuccess(P, (), ("x",), "miss")) == [
+    assert w.handle(ev.GatherDepSuccess(P, (), ("x",), 0.0, "miss")) == [
         to_scheduler(m.MissingData(ME, "x", P, "miss")),
         GatherDep(Q, ("x",), 10, "miss"),
     ]
-    assert w.handle(ev.GatherDepSuccess(Q, (("x", 10),), (), "got")) == [
-        to_scheduler(m.AddKeys(ME, ("x",), "got")),
+    assert w.handle(ev.GatherDepSuccess(Q, (("x", 10),), (), 0.0, "got")) == [
+        to_scheduler(m.AddKeys(ME, ("x",), Q, 10, 0.0, "got")),
         execute("y", "got", "x"),
     ]
 
@@ -198,7 +198,7 @@ def test_missing_data_is_reported_and_fetched_from_another_holder() -> None:
 def test_missing_data_with_no_other_holder_hands_the_task_back() -> None:
     w = worker()
     w.handle(compute("y", ("x", (P,), 10), sid="cy"))
-    assert w.handle(ev.GatherDepSuccess(P, (), ("x",), "miss")) == [
+    assert w.handle(ev.GatherDepSuccess(P, (), ("x",), 0.0, "miss")) == [
         to_scheduler(m.MissingData(ME, "x", P, "miss")),
         to_scheduler(m.RescheduleTask(ME, "y", "miss")),
     ]
@@ -209,8 +209,8 @@ def test_reply_without_a_requested_key_refetches_it() -> None:
     w = worker()
     w.handle(compute("y", ("a", (P,), 10), ("b", (P, Q), 10), sid="cy"))
     # P sent a but neither sent b nor said it was missing.
-    assert w.handle(ev.GatherDepSuccess(P, (("a", 10),), (), "partial")) == [
-        to_scheduler(m.AddKeys(ME, ("a",), "partial")),
+    assert w.handle(ev.GatherDepSuccess(P, (("a", 10),), (), 0.0, "partial")) == [
+        to_scheduler(m.AddKeys(ME, ("a",), P, 10, 0.0, "partial")),
         GatherDep(Q, ("b",), 10, "partial"),
     ]
 
@@ -302,7 +302,7 @@ def test_free_keys_of_a_waiting_task_drops_its_fetches() -> None:
     assert w.handle(m.FreeKeys(("y",), "free")) == []
     assert states(w, "y", "x") == {"y": "forgotten", "x": "forgotten"}
     # The reply arrives anyway: the shell stored it; it is deleted.
-    assert w.handle(ev.GatherDepSuccess(P, (("x", 10),), (), "late")) == [
+    assert w.handle(ev.GatherDepSuccess(P, (("x", 10),), (), 0.0, "late")) == [
         DeleteData(("x",), "late"),
     ]
 
@@ -318,7 +318,7 @@ def test_data_put_then_free_keys_deletes_it() -> None:
 def test_free_keys_of_an_input_still_needed_keeps_it_until_the_task_finished() -> None:
     w = worker()
     w.handle(compute("y", ("x", (P,), 10), sid="cy"))
-    w.handle(ev.GatherDepSuccess(P, (("x", 10),), (), "got"))
+    w.handle(ev.GatherDepSuccess(P, (("x", 10),), (), 0.0, "got"))
     assert states(w, "x", "y") == {"x": "memory", "y": "executing"}
     # The scheduler no longer counts this replica, but y still reads x.
     assert w.handle(m.FreeKeys(("x",), "free")) == []
@@ -353,10 +353,10 @@ def test_stale_gather_reply_does_not_delete_a_live_value() -> None:
     w.handle(compute("y", ("x", (P,), 10), sid="cy"))
     w.handle(m.FreeKeys(("y",), "free"))  # x forgotten while its request to P is in flight
     assert w.handle(compute("z", ("x", (Q,), 10), sid="cz")) == [GatherDep(Q, ("x",), 10, "cz")]
-    w.handle(ev.GatherDepSuccess(Q, (("x", 10),), (), "got-q"))
+    w.handle(ev.GatherDepSuccess(Q, (("x", 10),), (), 0.0, "got-q"))
     assert states(w, "x", "z") == {"x": "memory", "z": "executing"}
     # P's late reply: the shell stored the (same) value again; keep it.
-    assert w.handle(ev.GatherDepSuccess(P, (("x", 10),), (), "late-p")) == []
+    assert w.handle(ev.GatherDepSuccess(P, (("x", 10),), (), 0.0, "late-p")) == []
     assert states(w, "x") == {"x": "memory"}
 
 
@@ -369,8 +369,8 @@ def test_compute_of_a_key_waiting_to_be_fetched_computes_it_here() -> None:
     # The scheduler asks this worker to compute x itself (P lost it, say).
     assert w.handle(compute("x", sid="cx")) == [execute("x", "cx")]
     assert w.handle(success("x", sid="rx")) == [finished("x", "rx"), execute("z", "rx", "x")]
-    assert w.handle(ev.GatherDepSuccess(P, (("a", 10),), (), "got-a")) == [
-        to_scheduler(m.AddKeys(ME, ("a",), "got-a")),
+    assert w.handle(ev.GatherDepSuccess(P, (("a", 10),), (), 0.0, "got-a")) == [
+        to_scheduler(m.AddKeys(ME, ("a",), P, 10, 0.0, "got-a")),
     ]
 
 
@@ -380,9 +380,9 @@ def test_compute_of_a_fetched_key_in_flight_is_reported_when_it_lands() -> None:
     # The scheduler lost x's holders and asks this worker to compute it;
     # the copy on its way will do.
     assert w.handle(compute("x", sid="cx")) == []
-    assert w.handle(ev.GatherDepSuccess(P, (("x", 10),), (), "got")) == [
-        finished("x", "got", nbytes=10, duration=0.0, type_name=""),
-        to_scheduler(m.AddKeys(ME, ("x",), "got")),
+    assert w.handle(ev.GatherDepSuccess(P, (("x", 10),), (), 0.0, "got")) == [
+        finished("x", "got", nbytes=10, duration=0.0, stop=0.0, type_name=""),
+        to_scheduler(m.AddKeys(ME, ("x",), P, 10, 0.0, "got")),
         execute("y", "got", "x"),
     ]
 
@@ -407,8 +407,8 @@ def test_compute_of_a_key_in_flight_is_handed_back_and_refetched_elsewhere() -> 
         to_scheduler(m.RescheduleTask(ME, "x", "down")),
         GatherDep(Q, ("x",), 10, "down"),
     ]
-    assert w.handle(ev.GatherDepSuccess(Q, (("x", 10),), (), "got")) == [
-        to_scheduler(m.AddKeys(ME, ("x",), "got")),
+    assert w.handle(ev.GatherDepSuccess(Q, (("x", 10),), (), 0.0, "got")) == [
+        to_scheduler(m.AddKeys(ME, ("x",), Q, 10, 0.0, "got")),
         execute("y", "got", "x"),
     ]
 
@@ -476,4 +476,4 @@ def test_story_and_invalid_transition() -> None:
 def test_unknown_event_type_raises() -> None:
     w = worker()
     with pytest.raises(TypeError, match="cannot handle"):
-        w.handle(m.TaskFinished(ME, "x", 1, "int", 0.1, "wrong-direction"))
+        w.handle(m.TaskFinished(ME, "x", 1, "int", 0.1, 1.0, "wrong-direction"))

@@ -45,7 +45,6 @@ def test_every_workload_completes_nothing_lost_or_run_twice(name: str) -> None:
     assert list(sim.runs) == [0 if i in w.scattered else 1 for i in range(len(w.keys))]
     assert sim.client.n_done == len(w.wanted)
     assert r["makespan"] >= r["lower_bound"] > 0 and r["ratio"] >= 1.0
-    assert r["steals"] == 0  # no stealing in the core yet (see teamster/sim/scheduler.py)
 
 
 def test_late_joining_worker_receives_work_within_one_round_trip() -> None:
@@ -73,8 +72,16 @@ def test_makespan_of_a_serial_run_is_the_work_plus_round_trips() -> None:
 
 
 @pytest.mark.parametrize("name", ["tree-reduce", "shuffle", "random-dag", "large-inputs"])
-def test_bytes_moved_match_what_placement_implies(name: str) -> None:
-    """Each input crosses to each worker that ran a dependent of it, once."""
+def test_bytes_moved_match_what_placement_implies(name: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each input crosses to each worker that ran a dependent of it, once.
+
+    (Without stealing: a stolen task's inputs may already have reached its
+    first worker, a cost the steal decision weighs but this count cannot see.)
+    """
+    from teamster.core.scheduler.stealing import Stealing
+
+    monkeypatch.setattr(Stealing, "balance", lambda self, thief, stimulus_id: 0)
     w = build_workload(name, workers=5, threads=2, tasks=300, seed=1)
     sim, r = run(w)
     assert sim.ran_on is not None

@@ -61,6 +61,21 @@ class ClusterOperations:
         raw = self._loop.run(self._request("who_has", {"keys": keys}))
         return {k: list(v) for k, v in dict(raw).items()}
 
+    def balance_report(self) -> dict[str, Any]:
+        """How well the scheduler placed the last computation.
+
+        A computation starts when work arrives at an idle cluster. Returns
+        {"makespan", "lower_bound", "ratio", "work", "critical_path",
+        "work_bound", "tasks", "bytes_moved", "transfers", "steals",
+        "steal_requests", "steals_refused", "workers": {address: {"busy",
+        "tasks", "nthreads", "utilisation"}}}; durations are in seconds and
+        measured on the workers. ``teamster.client.balance.format_report``
+        prints it as a table.
+        """
+        self._check_running()
+        report: dict[str, Any] = self._loop.run(self._request("balance_report"))
+        return report
+
     def nthreads(self, workers: Any = None, **kwargs: Any) -> dict[str, int]:
         """{worker address: number of threads}."""
         info = self.scheduler_info()["workers"]

@@ -172,6 +172,9 @@ class Heartbeat(Message):
     now: float
     #: Process metrics: cpu, memory, executing count (informational).
     metrics: tuple[tuple[str, float], ...]
+    #: (key, seconds it has been running) for every executing task: a task far
+    #: past its estimate raises its prefix's estimate before it finishes.
+    executing: tuple[tuple[Key, float], ...]
     stimulus_id: str
 
 
@@ -183,6 +186,10 @@ class TaskFinished(Message):
     type_name: str
     #: Wall time the task ran on the worker, in seconds.
     duration: float
+    #: The worker's wall clock (time.time()) when it finished: the end of the
+    #: computation for the balance report (clocks of one machine agree; across
+    #: machines they differ by their NTP skew).
+    stop: float
     stimulus_id: str
 
 
@@ -200,10 +207,17 @@ class TaskErred(Message):
 
 @message
 class AddKeys(Message):
-    """The worker now holds replicas of these keys (fetched as dependencies)."""
+    """The worker now holds replicas of these keys (fetched as dependencies).
+
+    ``source``, ``nbytes`` and ``seconds`` describe the transfer that brought
+    them (empty/0 when unknown): the scheduler learns bandwidth from them.
+    """
 
     worker: Address
     keys: tuple[Key, ...]
+    source: Address
+    nbytes: int
+    seconds: float
     stimulus_id: str
 
 
@@ -226,8 +240,33 @@ class RescheduleTask(Message):
     stimulus_id: str
 
 
+@message
+class StealResponse(Message):
+    """The answer to a StealRequest: ``stolen`` if the worker gave the task up.
+
+    A worker refuses a task it has started (or finished): ``state`` says what
+    the task was doing there, for the story.
+    """
+
+    worker: Address
+    key: Key
+    steal_id: int
+    stolen: bool
+    state: str
+    stimulus_id: str
+
+
 # ---------------------------------------------------------------------------
 # Scheduler -> worker (WorkerState events)
+
+
+@message
+class StealRequest(Message):
+    """Give up this queued task so the scheduler can move it to an idle worker."""
+
+    key: Key
+    steal_id: int
+    stimulus_id: str
 
 
 @message

@@ -16,7 +16,9 @@ from collections.abc import Callable
 from typing import Any
 
 Job = Callable[[], Any]
-#: (token, ok, value_or_exception, start, stop) as measured on the worker thread.
+#: (token, ok, value_or_exception, start, stop) as measured on the worker thread,
+#: in wall-clock seconds (time.time(): the scheduler's balance report compares
+#: stops with its own clock).
 Done = tuple[Any, bool, Any, float, float]
 
 
@@ -29,6 +31,8 @@ class BatchingExecutor:
         self._on_done = on_done
         self._wake_pending = False
         self._lock = threading.Lock()
+        #: Token -> wall-clock start of the jobs running now (for heartbeats).
+        self.running: dict[Any, float] = {}
         self._threads = [
             threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
             for i in range(nthreads)
@@ -46,18 +50,21 @@ class BatchingExecutor:
     def _work(self) -> None:
         import time
 
-        clock = time.perf_counter
+        clock = time.time
+        running = self.running
         while True:
             item = self._jobs.get()
             if item is None:
                 return
             token, job = item
-            start = clock()
+            start = running[token] = clock()
             try:
                 value, ok = job(), True
             except BaseException as exc:  # the task's failure is data, not ours
                 value, ok = exc, False
-            self._done.append((token, ok, value, start, clock()))
+            stop = clock()
+            running.pop(token, None)
+            self._done.append((token, ok, value, start, stop))
             with self._lock:
                 if self._wake_pending:
                     continue

@@ -27,7 +27,7 @@ logger = logging.getLogger("teamster.scheduler")
 #: Messages each kind of peer may send on its stream; anything else is a
 #: protocol violation that closes that peer's connection only.
 WORKER_MESSAGES = (m.TaskFinished, m.TaskErred, m.AddKeys, m.MissingData, m.RescheduleTask,
-                   m.Heartbeat)
+                   m.Heartbeat, m.StealResponse)
 CLIENT_MESSAGES = (m.UpdateGraph, m.ReleaseKeys, m.CancelKeys, m.ScatteredData)
 
 
@@ -101,7 +101,7 @@ class SchedulerServer:
     async def _tick_forever(self) -> None:
         while True:
             await asyncio.sleep(self.tick_interval)
-            self.handle(Tick(time.monotonic(), self._stimulus("tick")))
+            self.handle(Tick(time.time(), self._stimulus("tick")))
 
     # ---------------------------------------------------------- state machine
 
@@ -144,7 +144,7 @@ class SchedulerServer:
         bsend = BatchedSend(interval=0.002)
         bsend.start(comm)
         self._workers[address] = (comm, bsend)
-        reg = dataclasses.replace(first, now=time.monotonic(),
+        reg = dataclasses.replace(first, now=time.time(),
                                   stimulus_id=self._stimulus("register-worker"))
         self.handle(reg)
         if self._workers.get(address, (None,))[0] is not comm:
@@ -158,7 +158,7 @@ class SchedulerServer:
                     if not isinstance(msg, WORKER_MESSAGES) or _sender(msg) != address:
                         raise CommClosedError(f"unexpected message from worker: {msg!r:.200}")
                     if isinstance(msg, m.Heartbeat):
-                        msg = dataclasses.replace(msg, now=time.monotonic())
+                        msg = dataclasses.replace(msg, now=time.time())
                     self.handle(msg)
         except CommClosedError as exc:
             reason = str(exc) or reason
@@ -166,7 +166,7 @@ class SchedulerServer:
             if self._workers.get(address, (None,))[0] is comm:
                 del self._workers[address]
                 bsend.abort()
-                self.handle(m.RemoveWorker(address, reason, time.monotonic(),
+                self.handle(m.RemoveWorker(address, reason, time.time(),
                                            self._stimulus("remove-worker")))
                 logger.info("Worker %s left: %s", address, reason)
 
@@ -175,7 +175,7 @@ class SchedulerServer:
         bsend = BatchedSend(interval=0.002)
         bsend.start(comm)
         self._clients[client_id] = (comm, bsend)
-        self.handle(m.RegisterClient(client_id, time.monotonic(), self._stimulus("client")))
+        self.handle(m.RegisterClient(client_id, time.time(), self._stimulus("client")))
         try:
             while True:
                 batch = await comm.recv()
@@ -183,7 +183,10 @@ class SchedulerServer:
                     if isinstance(msg, m.Request):
                         bsend.send(self._answer(msg))
                     elif isinstance(msg, CLIENT_MESSAGES):
-                        if msg.client != client_id:
+                        if isinstance(msg, m.UpdateGraph):
+                            # The scheduler's clock: the balance report's start.
+                            msg = dataclasses.replace(msg, client=client_id, now=time.time())
+                        elif msg.client != client_id:
                             msg = dataclasses.replace(msg, client=client_id)
                         self.handle(msg)
                     else:
@@ -194,7 +197,7 @@ class SchedulerServer:
             if self._clients.get(client_id, (None,))[0] is comm:
                 del self._clients[client_id]
                 bsend.abort()
-                self.handle(m.RemoveClient(client_id, time.monotonic(),
+                self.handle(m.RemoveClient(client_id, time.time(),
                                            self._stimulus("remove-client")))
 
     async def _serve_queries(self, comm: Comm) -> None:
@@ -234,6 +237,8 @@ class SchedulerServer:
             tasks = state.tasks
             selected = tasks.values() if keys is None else (tasks[k] for k in keys if k in tasks)
             return {ts.key: [w.address for w in ts.who_has] for ts in selected}
+        if op == "balance_report":
+            return state.report.as_dict(state)
         if op == "story":
             return [tuple(e) for e in state.story(*args["keys"])]
         raise ValueError(f"unknown query {op!r}")

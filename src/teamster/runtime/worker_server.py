@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
 from typing import Any
 
 from teamster.core import messages as m
@@ -180,12 +181,13 @@ class WorkerServer:
             if ok:
                 self.data[key] = value
                 self.handle(ev.ExecuteSuccess(key, sizeof(value), type(value).__name__,
-                                              stop - start, stim))
+                                              stop - start, stop, stim))
             else:
                 exc_s, tb_s, text = dumps_exception(value)
                 self.handle(ev.ExecuteFailure(key, exc_s, tb_s, text, stop - start, stim))
 
     async def _gather(self, instr: GatherDep) -> None:
+        started = time.perf_counter()
         try:
             reply = await self._pool.request(instr.worker, m.GetData(instr.keys, instr.stimulus_id))
             if not isinstance(reply, m.DataReply):
@@ -200,7 +202,7 @@ class WorkerServer:
                                             self._stimulus("gather-failed")))
             return
         self.handle(ev.GatherDepSuccess(instr.worker, tuple(received), tuple(reply.missing),
-                                        self._stimulus("gather")))
+                                        time.perf_counter() - started, self._stimulus("gather")))
 
     # ------------------------------------------------------------ connections
 
@@ -215,7 +217,7 @@ class WorkerServer:
 
     def _handle_scheduler_batch(self, batch: Any) -> None:
         for msg in batch if isinstance(batch, (list, tuple)) else (batch,):
-            if isinstance(msg, (m.ComputeTask, m.FreeKeys)):
+            if isinstance(msg, (m.ComputeTask, m.FreeKeys, m.StealRequest)):
                 self.handle(msg)
 
     async def _heartbeat_forever(self) -> None:
@@ -231,7 +233,11 @@ class WorkerServer:
                 ("executing", float(len(self.state.executing))),
                 ("in_memory", float(len(self.data))),
             )
-            self._bsend.send(m.Heartbeat(self.address, 0.0, metrics, self._stimulus("heartbeat")))
+            now = time.time()
+            executing = tuple((key, now - start) for key, start in
+                              dict(self._executor.running if self._executor else {}).items())
+            self._bsend.send(m.Heartbeat(self.address, 0.0, metrics, executing,
+                                         self._stimulus("heartbeat")))
 
     async def _on_connection(self, comm: Comm) -> None:
         """Peers fetching inputs, and clients gathering, scattering or running code."""

@@ -49,7 +49,7 @@ def ident(event: Any) -> Any:
 class SimWorker:
     __slots__ = ("sim", "spec", "address", "state", "store", "stored_bytes", "peak_bytes",
                  "alive", "left_at", "to_scheduler", "from_scheduler", "executed",
-                 "n_events", "_stim")
+                 "n_events", "running", "_stim")
 
     def __init__(self, sim: Simulation, spec: WorkerSpec, *, validate: bool,
                  log_length: int) -> None:
@@ -70,6 +70,8 @@ class SimWorker:
         #: Tasks whose execution completed here (results kept, not cancelled).
         self.executed = 0
         self.n_events = 0
+        #: Key -> virtual time its execution started (for heartbeats).
+        self.running: dict[m.Key, float] = {}
         self._stim = 0
 
     def _stimulus(self, what: str) -> str:
@@ -124,6 +126,7 @@ class SimWorker:
     def _execute(self, instr: Execute) -> None:
         sim = self.sim
         i = sim.workload.index[instr.key]
+        self.running[instr.key] = sim.engine.now
         sim.engine.at(sim.engine.now + sim.workload.durations[i], self._executed, i)
 
     def _executed(self, i: int) -> None:
@@ -132,13 +135,14 @@ class SimWorker:
         sim = self.sim
         w = sim.workload
         key = w.keys[i]
+        self.running.pop(key, None)
         ts = self.state.tasks.get(key)
         if ts is not None and ts.state == "executing":
             self.executed += 1
             sim.record_run(i, self)
         nbytes = w.nbytes[i]
         self._put(key, nbytes)
-        self.handle(ev.ExecuteSuccess(key, nbytes, "bytes", w.durations[i],
+        self.handle(ev.ExecuteSuccess(key, nbytes, "bytes", w.durations[i], sim.engine.now,
                                       self._stimulus("execute")))
 
     # --------------------------------------------------------------- gather
@@ -147,11 +151,12 @@ class SimWorker:
         sim = self.sim
         peer = sim.workers.get(instr.worker)
         latency = sim.network.latency(self.address, instr.worker)
-        sim.engine.at(sim.engine.now + latency, self._request_arrives, (peer, instr))
+        sim.engine.at(sim.engine.now + latency, self._request_arrives,
+                      (peer, instr, sim.engine.now))
 
-    def _request_arrives(self, arg: tuple[SimWorker | None, GatherDep]) -> None:
+    def _request_arrives(self, arg: tuple[SimWorker | None, GatherDep, float]) -> None:
         """At the peer: read what it has, and queue the reply on its link."""
-        peer, instr = arg
+        peer, instr, asked = arg
         sim = self.sim
         net = sim.network
         now = sim.engine.now
@@ -165,11 +170,11 @@ class SimWorker:
         nbytes = sum(size for _, size in received)
         done = net.transfer_done_at(peer.address, self.address, now, nbytes)
         back = done + net.latency(peer.address, self.address)
-        sim.engine.at(back, self._reply_arrives, (peer, done, received, missing))
+        sim.engine.at(back, self._reply_arrives, (peer, done, received, missing, asked))
 
     def _reply_arrives(self, arg: tuple[SimWorker, float, tuple[tuple[m.Key, int], ...],
-                                        tuple[m.Key, ...]]) -> None:
-        peer, done, received, missing = arg
+                                        tuple[m.Key, ...], float]) -> None:
+        peer, done, received, missing, asked = arg
         if not self.alive:
             return
         if peer.left_at is not None and peer.left_at < done:
@@ -182,7 +187,7 @@ class SimWorker:
             self._put(key, size)
             sim.network.bytes_moved += size
         sim.network.transfers += 1
-        self.handle(ev.GatherDepSuccess(peer.address, received, missing,
+        self.handle(ev.GatherDepSuccess(peer.address, received, missing, sim.engine.now - asked,
                                         self._stimulus("gather")))
 
     def _gather_failed(self, instr: GatherDep) -> None:
@@ -202,7 +207,9 @@ class SimWorker:
         sim = self.sim
         metrics = (("executing", float(len(self.state.executing))),
                    ("in_memory", float(len(self.store))))
-        self.to_scheduler.send(m.Heartbeat(self.address, sim.engine.now, metrics,
+        now = sim.engine.now
+        executing = tuple((key, now - t) for key, t in self.running.items())
+        self.to_scheduler.send(m.Heartbeat(self.address, now, metrics, executing,
                                            self._stimulus("heartbeat")))
         sim.engine.background(sim.engine.now + sim.heartbeat_interval, self.heartbeat)
 
@@ -213,4 +220,5 @@ class SimWorker:
         self.to_scheduler.close()
         self.from_scheduler.close()
         self.store.clear()
+        self.running.clear()
         self.stored_bytes = 0

@@ -70,6 +70,9 @@ class TaskState:
         "resource_restrictions",
         "suspicious",
         "queue_seq",
+        "fetching",
+        "critical_path",
+        "computation",
     )
 
     def __init__(self, key: Key, prefix: TaskPrefix, run_spec: Serialized | None) -> None:
@@ -108,6 +111,13 @@ class TaskState:
         self.suspicious = 0
         #: Sequence number of its live entry in the ready queue (stale entries differ).
         self.queue_seq = -1
+        #: Workers assigned a task that reads this (large) result and not yet
+        #: holding it: transfers of it under way. None until there is one.
+        self.fetching: dict[WorkerInfo, None] | None = None
+        #: Longest chain of measured durations ending here, within ``computation``.
+        self.critical_path = 0.0
+        #: The computation (balance report) it last finished in.
+        self.computation = 0
 
     def __repr__(self) -> str:
         return f"<Task {self.key!r} {self.state}>"
@@ -134,6 +144,8 @@ class WorkerInfo:
         "metrics",
         "executed",
         "busy_time",
+        "n_incoming",
+        "n_outgoing",
     )
 
     def __init__(
@@ -163,6 +175,10 @@ class WorkerInfo:
         #: Tasks completed here and their summed measured durations (for reports).
         self.executed = 0
         self.busy_time = 0.0
+        #: Tasks being stolen for it (reserved: counted in ``occupancy``).
+        self.n_incoming = 0
+        #: Its tasks being stolen by others (still in ``processing``).
+        self.n_outgoing = 0
 
     def __repr__(self) -> str:
         return f"<Worker {self.address} processing={len(self.processing)}>"

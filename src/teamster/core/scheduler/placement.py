@@ -22,8 +22,17 @@ if TYPE_CHECKING:
 #: an unknown prefix gets one task per thread (spread out) until the first
 #: measurement arrives, instead of piling its tasks onto whoever asks first.
 UNKNOWN_DURATION = 0.5
-#: Transfer bandwidth assumed until measured, bytes/s.
+#: Transfer bandwidth assumed until measured, bytes/s (a modest LAN; the
+#: first transfers of 1 MB or more replace it with measurements).
 DEFAULT_BANDWIDTH = 100e6
+#: Transfers smaller than this teach nothing about bandwidth (latency dominates)
+#: and are not tracked as fetches under way.
+LARGE_TRANSFER = 1_000_000
+#: Weight of a new bandwidth measurement in the moving averages.
+BANDWIDTH_WEIGHT = 0.25
+#: One-way scheduler<->worker latency assumed, seconds (messages are batched
+#: every few ms).
+DEFAULT_LATENCY = 0.005
 #: How many holders of large inputs and how many idle workers to score.
 DEPENDENCY_CANDIDATES = 4
 IDLE_CANDIDATES = 2
@@ -32,6 +41,9 @@ IDLE_CANDIDATES = 2
 HOLDER_SCAN = 16
 #: Holders of one input named in a ComputeTask (the worker fetches from them).
 HOLDERS_SENT = 8
+#: Inputs smaller than this never draw a task to their busy holder: moving
+#: them costs about one latency.
+SMALL_INPUT = 100_000
 
 
 class Placement:
@@ -46,7 +58,26 @@ class Placement:
         self.prefetch_horizon = 20
         #: Hard cap on tasks queued per thread, so memory stays bounded for tiny tasks.
         self.max_per_thread = 500
+        self.latency = DEFAULT_LATENCY
+        #: Measured bandwidth over all transfers, and per (source, destination).
+        self.bandwidth = DEFAULT_BANDWIDTH
+        self.pair_bandwidth: dict[tuple[str, str], float] = {}
+        self.n_bandwidth_samples = 0
 
+    def learn_transfer(self, source: str, destination: str, nbytes: int,
+                       seconds: float) -> None:
+        """A worker reported a transfer: refine the bandwidth estimates."""
+        if nbytes < LARGE_TRANSFER or seconds <= 0:
+            return
+        bw = nbytes / seconds
+        if self.n_bandwidth_samples == 0:
+            self.bandwidth = bw
+        else:
+            self.bandwidth += BANDWIDTH_WEIGHT * (bw - self.bandwidth)
+        self.n_bandwidth_samples += 1
+        pair = (source, destination)
+        old = self.pair_bandwidth.get(pair)
+        self.pair_bandwidth[pair] = bw if old is None else old + BANDWIDTH_WEIGHT * (bw - old)
     def estimate_duration(self, ts: TaskState) -> float:
         avg = ts.prefix.duration_average
         return UNKNOWN_DURATION if avg is None else avg
@@ -58,7 +89,7 @@ class Placement:
         workload (10 ms tasks) lost a fifth of its time to round trips when the
         running tasks' estimates counted towards the backlog.
         """
-        n = len(ws.processing)
+        n = len(ws.processing) + ws.n_incoming
         threads = ws.nthreads
         if n < threads:
             return False
@@ -89,12 +120,45 @@ class Placement:
             ]
         return pool
 
+    def may_run(self, ts: TaskState, ws: WorkerInfo) -> bool:
+        """Whether ``ws`` satisfies ``ts``'s hard restrictions."""
+        if ts.worker_restrictions and not ts.allow_other_workers and (
+            ws.address not in ts.worker_restrictions and ws.name not in ts.worker_restrictions
+        ):
+            return False
+        need = ts.resource_restrictions
+        return not need or all(ws.resources.get(r, 0) >= q for r, q in need.items())
+
     def transfer_time(self, ts: TaskState, ws: WorkerInfo) -> float:
-        missing = 0
+        """Seconds to bring ``ts``'s missing inputs to ``ws``.
+
+        An input already being fetched by k other workers from h holders is
+        slowed by their sharing the holders' links (1 + k/h): without this,
+        every idle worker would start pulling one large input from its single
+        holder at once, and all of them would wait k times longer.
+        """
+        seconds = 0.0
+        default_bw = self.bandwidth
+        pairs = self.pair_bandwidth
         for dts in ts.dependencies:
-            if dts.nbytes > 0 and ws not in dts.who_has:
-                missing += dts.nbytes
-        return missing / DEFAULT_BANDWIDTH
+            nbytes = dts.nbytes
+            if nbytes <= 0:
+                continue
+            holders = dts.who_has
+            if ws in holders:
+                continue
+            fetching = dts.fetching
+            if fetching:
+                if ws in fetching:
+                    continue  # already on its way there
+                crowd = 1.0 + len(fetching) / (len(holders) or 1)
+            else:
+                crowd = 1.0
+            bw = default_bw
+            if pairs and nbytes >= LARGE_TRANSFER and holders:
+                bw = pairs.get((next(iter(holders)).address, ws.address), default_bw)
+            seconds += nbytes * crowd / bw
+        return seconds
 
     def holders_to_fetch_from(self, dts: TaskState) -> tuple[str, ...]:
         """The holders of ``dts`` a worker is told to fetch it from.
@@ -127,6 +191,7 @@ class Placement:
         """
         state = self.state
         valid = self.valid_workers(ts)
+        candidates: list[WorkerInfo]
         if valid is not None:
             candidates = list(valid)
             if ts.worker_restrictions and ts.allow_other_workers:
@@ -150,25 +215,19 @@ class Placement:
         candidates = []
         deps = ts.dependencies
         if deps:
-            # Holders of the largest inputs first: moving those costs most.
+            # Holders of the largest inputs, busy or not: running by the data
+            # may beat moving it (the score decides). Bounded: an input may be
+            # replicated on thousands of workers.
             top = (list(deps) if len(deps) == 1 else
                    sorted(deps, key=_larger_first)[:DEPENDENCY_CANDIDATES])
             for dts in top:
-                holders = dts.who_has
-                # Never a scan of all holders (an input replicated on every
-                # worker has thousands): look from the smaller side, and at
-                # most HOLDER_SCAN entries of it.
-                pool: Iterable[WorkerInfo]
-                if len(holders) <= HOLDER_SCAN:
-                    pool, other = holders, idle
-                elif len(idle) <= HOLDER_SCAN:
-                    pool, other = idle, holders
-                else:
-                    pool, other = islice(holders, HOLDER_SCAN), idle
-                for ws in pool:
-                    if ws in other and ws not in candidates:
+                # A small input is not worth waiting for: its holders count
+                # only while idle (then locality is free).
+                busy_ok = dts.nbytes >= SMALL_INPUT
+                for ws in islice(dts.who_has, HOLDER_SCAN):
+                    if (busy_ok or ws in idle) and ws not in candidates:
                         candidates.append(ws)
-        for ws in state.rotate_idle(IDLE_CANDIDATES):
+        for ws in state.idle_by_load.lowest(IDLE_CANDIDATES):
             if ws not in candidates:
                 candidates.append(ws)
         if len(candidates) == 1:

@@ -24,7 +24,10 @@ from teamster.core.scheduler.instructions import (
     SendToClient,
     SendToWorker,
 )
-from teamster.core.scheduler.placement import Placement
+from teamster.core.scheduler.load_index import LoadIndex
+from teamster.core.scheduler.placement import LARGE_TRANSFER, Placement
+from teamster.core.scheduler.report import BalanceReport
+from teamster.core.scheduler.stealing import Stealing
 from teamster.core.scheduler.validation import validate_state, validate_task
 from teamster.core.story import InvalidTransition, StoryEntry, TransitionLog
 
@@ -55,6 +58,13 @@ class SchedulerState:
         self.prefixes: dict[str, TaskPrefix] = {}
         #: Workers with room for more tasks (not saturated), in rotation order.
         self.idle: dict[WorkerInfo, None] = {}
+        #: The same workers ordered by load (placement's least-loaded candidates).
+        self.idle_by_load = LoadIndex()
+        #: Workers with tasks queued beyond their threads, by load (steal victims).
+        self.victims = LoadIndex()
+        self.total_threads = 0
+        #: Tasks assigned to workers, over all workers.
+        self.n_processing = 0
         #: Restricted ready tasks that no connected worker may run.
         self.unrunnable: dict[TaskState, None] = {}
         #: Ready unrestricted tasks waiting for room: (priority, seq, task);
@@ -64,6 +74,8 @@ class SchedulerState:
         self._seq = 0
         self.generation = 0
         self.placement = Placement(self)
+        self.stealing = Stealing(self)
+        self.report = BalanceReport()
         self.heartbeat_timeout = heartbeat_timeout
         self.log = TransitionLog(transition_log_length)
         self._log_entry = self.log.append_entry
@@ -90,6 +102,7 @@ class SchedulerState:
             m.AddKeys: self._add_keys,
             m.MissingData: self._missing_data,
             m.RescheduleTask: self._reschedule,
+            m.StealResponse: self._steal_response,
             Tick: self._tick,
         }
 
@@ -171,6 +184,10 @@ class SchedulerState:
                 if ts.state == "queued":  # nowhere to go after all
                     self.push_queue(ts)
                     break
+            if ws in self.idle and not self.n_queued and self.victims:
+                # Dry, and nothing waits in the scheduler: take queued work
+                # from the most backlogged workers now, not at the next tick.
+                self.stealing.balance(ws, stimulus_id)
             self._run_recommendations(stimulus_id)
 
     # ------------------------------------------------------------ index upkeep
@@ -199,12 +216,30 @@ class SchedulerState:
         self.n_queued -= 1
 
     def update_idle(self, ws: WorkerInfo) -> None:
+        """Refile ``ws`` in the idle set and the load indices after its load changed."""
         if self.workers.get(ws.address) is not ws:
             return
+        threads = ws.nthreads
+        load = ws.occupancy / threads if threads else 0.0
         if self.placement.is_saturated(ws):
-            self.idle.pop(ws, None)
-        elif ws not in self.idle:
-            self.idle[ws] = None
+            if ws in self.idle:
+                del self.idle[ws]
+                self.idle_by_load.discard(ws)
+        else:
+            if ws not in self.idle:
+                self.idle[ws] = None
+            self.idle_by_load.set(ws, load)
+        if len(ws.processing) - ws.n_outgoing > threads:
+            self.victims.set(ws, load)
+        elif ws in self.victims:
+            self.victims.discard(ws)
+
+    def freed(self, ws: WorkerInfo) -> None:
+        """``ws`` may have room: refill it (from the queue, or by stealing) after this event."""
+        self._freed[ws] = None
+
+    def log_entry(self, key: m.Key, start: str, finish: str, stimulus_id: str) -> None:
+        self._log_entry((key, start, finish, stimulus_id))
 
     def rotate_idle(self, k: int) -> Iterator[WorkerInfo]:
         """Up to k idle workers from the front, moved to the back: spreads new work."""
@@ -221,14 +256,25 @@ class SchedulerState:
         ts.processing_on = ws
         ws.processing[ts] = duration
         ws.occupancy += duration
+        self.n_processing += 1
+        for dts in ts.dependencies:
+            # Large inputs it must fetch: their transfers load the holders' links.
+            if dts.nbytes >= LARGE_TRANSFER and ws not in dts.who_has:
+                if dts.fetching is None:
+                    dts.fetching = {}
+                dts.fetching[ws] = None
         self.update_idle(ws)
         self.out.append(SendToWorker(ws.address, tr.compute_message(self, ts, stimulus_id)))
 
     def unassign(self, ts: TaskState, ws: WorkerInfo) -> None:
         ws.occupancy -= ws.processing.pop(ts)
-        if not ws.processing:
+        self.n_processing -= 1
+        if not ws.processing and not ws.n_incoming:
             ws.occupancy = 0.0  # no float drift survives an empty queue
         ts.processing_on = None
+        stealing = self.stealing
+        if ts in stealing.pending or ts in stealing.refused:
+            stealing.cancel(ts)
         self.update_idle(ws)
         self._freed[ws] = None
 
@@ -237,6 +283,8 @@ class SchedulerState:
             ts.who_has[ws] = None
             ws.has_what[ts] = None
             ws.nbytes += max(ts.nbytes, 0)
+            if ts.fetching:
+                ts.fetching.pop(ws, None)
 
     def remove_replica(self, ts: TaskState, ws: WorkerInfo) -> None:
         del ts.who_has[ws]
@@ -284,6 +332,8 @@ class SchedulerState:
     def _update_graph(self, ev: m.UpdateGraph) -> None:
         cs = self._client(ev.client, ev.now)
         self.generation += 1
+        if not self.n_processing and not self.n_queued and not self.unrunnable:
+            self.report.start(ev.now, self)
         new: list[TaskState] = []
         specs: dict[m.Key, m.TaskSpec] = {}
         for spec in ev.tasks:
@@ -427,7 +477,9 @@ class SchedulerState:
         )
         self.workers[ev.address] = ws
         self.workers_by_name[name] = ws
-        self.idle[ws] = None
+        self.total_threads += ws.nthreads
+        self.report.capacity_changed(ev.now, self.total_threads)
+        self.update_idle(ws)
         self._freed[ws] = None
         for ts in self.unrunnable:
             # A pending recommendation (e.g. "released": an input died with
@@ -440,11 +492,15 @@ class SchedulerState:
         ws = self.workers.get(ev.address)
         if ws is not None:
             self._drop_worker(ws, ev.reason, ev.stimulus_id)
+            self.report.capacity_changed(ev.now, self.total_threads)
 
     def _drop_worker(self, ws: WorkerInfo, reason: str, stimulus_id: str) -> None:
         del self.workers[ws.address]
         del self.workers_by_name[ws.name]
+        self.total_threads -= ws.nthreads
         self.idle.pop(ws, None)
+        self.idle_by_load.discard(ws)
+        self.victims.discard(ws)
         self._freed.pop(ws, None)
         for ts in list(ws.processing):
             ts.suspicious += 1
@@ -465,15 +521,36 @@ class SchedulerState:
 
     def _heartbeat(self, ev: m.Heartbeat) -> None:
         ws = self.workers.get(ev.address)
-        if ws is not None:
-            ws.last_seen = ev.now
-            ws.metrics = dict(ev.metrics)
+        if ws is None:
+            return
+        ws.last_seen = ev.now
+        ws.metrics = dict(ev.metrics)
+        changed = False
+        for key, elapsed in ev.executing:
+            ts = self.tasks.get(key)
+            if ts is None or ts.processing_on is not ws:
+                continue
+            estimate = ws.processing[ts]
+            if elapsed <= estimate:
+                continue
+            # Running past its estimate: it will take at least this long, and
+            # so may the rest of its prefix (raised now, not when it ends).
+            ws.processing[ts] = elapsed
+            ws.occupancy += elapsed - estimate
+            changed = True
+            prefix = ts.prefix
+            if prefix.duration_average is None or elapsed > 2 * prefix.duration_average:
+                prefix.duration_average = elapsed
+        if changed:
+            self.update_idle(ws)
 
     def _tick(self, ev: Tick) -> None:
         deadline = ev.now - self.heartbeat_timeout
         for ws in [ws for ws in self.workers.values() if ws.last_seen < deadline]:
             self.out.append(CloseWorker(ws.address, "missed heartbeats", ev.stimulus_id))
             self._drop_worker(ws, f"no heartbeat for {self.heartbeat_timeout}s", ev.stimulus_id)
+            self.report.capacity_changed(ev.now, self.total_threads)
+        self.stealing.periodic(ev.stimulus_id)
 
     def _task_finished(self, ev: m.TaskFinished) -> None:
         ws = self.workers.get(ev.worker)
@@ -488,9 +565,11 @@ class SchedulerState:
             if ts is None or ws not in ts.who_has:
                 self.out.append(SendToWorker(ws.address, m.FreeKeys((ev.key,), ev.stimulus_id)))
             return
-        ts.prefix.add_duration(ev.duration)
-        ws.executed += 1
-        ws.busy_time += ev.duration
+        if ev.stop:  # (0: not run here, e.g. its value was fetched instead)
+            ts.prefix.add_duration(ev.duration)
+            ws.executed += 1
+            ws.busy_time += ev.duration
+            self.report.task_done(ts, ws, ev.duration, ev.stop)
         ts.nbytes = ev.nbytes
         ts.type_name = ev.type_name
         self.transition(ts, "memory", ev.stimulus_id)
@@ -516,6 +595,9 @@ class SchedulerState:
         ws = self.workers.get(ev.worker)
         if ws is None:
             return
+        if ev.nbytes:
+            self.placement.learn_transfer(ev.source, ws.address, ev.nbytes, ev.seconds)
+            self.report.transfer(ev.nbytes)
         unknown = []
         for key in ev.keys:
             ts = self.tasks.get(key)
@@ -534,6 +616,9 @@ class SchedulerState:
         self.remove_replica(ts, errant)
         if not ts.who_has and ts.state == "memory":
             self.transition(ts, "released", ev.stimulus_id)
+
+    def _steal_response(self, ev: m.StealResponse) -> None:
+        self.stealing.response(ev)
 
     def _reschedule(self, ev: m.RescheduleTask) -> None:
         ts = self.tasks.get(ev.key)

@@ -189,6 +189,7 @@ def memory_released(s: SchedulerState, ts: TaskState, stimulus_id: str) -> None:
         s.remove_replica(ts, ws)
         s.out.append(SendToWorker(ws.address, msg))
     ts.state = "released"
+    ts.fetching = None
     # Recommend first, so that it runs last (recommendations are LIFO): the
     # dependents released below must let go of it before it is placed again,
     # or their release would cancel the recomputation just sent out.

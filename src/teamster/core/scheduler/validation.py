@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from teamster.core.scheduler.entities import TASK_STATES, TaskState
+from teamster.core.scheduler.entities import TASK_STATES, TaskState, WorkerInfo
 from teamster.core.story import InvariantError
 
 if TYPE_CHECKING:
@@ -98,10 +98,27 @@ def validate_state(s: SchedulerState) -> None:
     if not (live == n_queued == s.n_queued):
         _fail(s, None, f"queue has {live} live entries, {n_queued} tasks queued, "
                        f"counter says {s.n_queued}")
+    reserved: dict[WorkerInfo, float] = {}
+    incoming: dict[WorkerInfo, int] = {}
+    outgoing: dict[WorkerInfo, int] = {}
+    for steal in s.stealing.pending.values():
+        reserved[steal.thief] = reserved.get(steal.thief, 0.0) + steal.duration
+        incoming[steal.thief] = incoming.get(steal.thief, 0) + 1
+        outgoing[steal.victim] = outgoing.get(steal.victim, 0) + 1
+    s.stealing.validate()
+    s.idle_by_load.validate()
+    s.victims.validate()
+    if set(s.idle_by_load.where) != set(s.idle):
+        _fail(s, None, "idle_by_load and idle hold different workers")
     for addr, ws in s.workers.items():
+        if ws.n_incoming != incoming.get(ws, 0) or ws.n_outgoing != outgoing.get(ws, 0):
+            _fail(s, None, f"worker {addr} steal counters disagree with pending steals")
+        is_victim = len(ws.processing) - ws.n_outgoing > ws.nthreads
+        if is_victim != (ws in s.victims):
+            _fail(s, None, f"worker {addr}: victims index disagrees with its queue")
         if ws.address != addr or s.workers_by_name.get(ws.name) is not ws:
             _fail(s, None, f"worker {addr} indexed inconsistently")
-        total = sum(ws.processing.values())
+        total = sum(ws.processing.values()) + reserved.get(ws, 0.0)
         if abs(total - ws.occupancy) > 1e-6 * max(1.0, total):
             _fail(s, None, f"worker {addr} occupancy {ws.occupancy} != sum {total}")
         for ts in ws.processing:
@@ -115,6 +132,10 @@ def validate_state(s: SchedulerState) -> None:
             _fail(s, None, f"worker {addr} nbytes {ws.nbytes} != sum {nbytes}")
         if (ws in s.idle) == s.placement.is_saturated(ws):
             _fail(s, None, f"worker {addr}: idle index disagrees with saturation")
+    if s.n_processing != sum(len(ws.processing) for ws in s.workers.values()):
+        _fail(s, None, "n_processing disagrees with the workers' processing")
+    if s.total_threads != sum(ws.nthreads for ws in s.workers.values()):
+        _fail(s, None, "total_threads disagrees with the workers")
     if len(s.workers_by_name) != len(s.workers):
         _fail(s, None, "workers_by_name has stale entries")
     for ws in s.idle:

@@ -17,6 +17,8 @@ class ExecuteSuccess:
     nbytes: int
     type_name: str
     duration: float
+    #: The shell's wall clock when the task finished (reported to the scheduler).
+    stop: float
     stimulus_id: str
 
 
@@ -37,6 +39,8 @@ class GatherDepSuccess:
     worker: str
     received: tuple[tuple[Key, int], ...]
     missing: tuple[Key, ...]
+    #: Seconds from sending the request to holding the data (0 if unknown).
+    seconds: float
     stimulus_id: str
 
 

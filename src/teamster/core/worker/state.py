@@ -115,6 +115,7 @@ class WorkerState:
         self._handlers: dict[type, Callable[[Any], None]] = {
             m.ComputeTask: self._compute_task,
             m.FreeKeys: self._free_keys,
+            m.StealRequest: self._steal_request,
             ev.ExecuteSuccess: self._execute_success,
             ev.ExecuteFailure: self._execute_failure,
             ev.GatherDepSuccess: self._gather_success,
@@ -261,7 +262,7 @@ class WorkerState:
         if ts.state == "memory":
             ts.assigned = False
             ts.scheduler_holds = True
-            self._send(m.TaskFinished(self.address, ts.key, ts.nbytes, ts.type_name, 0.0,
+            self._send(m.TaskFinished(self.address, ts.key, ts.nbytes, ts.type_name, 0.0, 0.0,
                                       e.stimulus_id))
             return
         if ts.state == "cancelled":
@@ -315,6 +316,26 @@ class WorkerState:
             else:
                 self._release_if_unneeded(ts)
 
+    def _steal_request(self, e: m.StealRequest) -> None:
+        """Give up an assigned task that has not started; refuse one that has
+        (or whose inputs are being fetched).
+
+        The scheduler moves the task only on a yes, so a task never runs in
+        two places because of a steal (it may still run twice if a worker dies).
+        """
+        ts = self.tasks.get(e.key)
+        state = "forgotten" if ts is None else ts.state
+        stolen = ts is not None and ts.assigned and (
+            state == "ready"
+            # Inputs already on their way are an investment the thief would repeat.
+            or state == "waiting" and not any(d.state == "flight" for d in ts.waiting_for_data)
+        )
+        if ts is not None and stolen:
+            ts.assigned = False
+            self.transition(ts, "forgotten")
+        self._send(m.StealResponse(self.address, e.key, e.steal_id, stolen, state,
+                                   e.stimulus_id))
+
     def _execute_success(self, e: ev.ExecuteSuccess) -> None:
         ts = self.tasks.get(e.key)
         if ts is None or ts.state not in ("executing", "cancelled"):
@@ -334,7 +355,7 @@ class WorkerState:
         ts.scheduler_holds = True
         self.transition(ts, "memory")
         self._send(m.TaskFinished(self.address, ts.key, e.nbytes, e.type_name, e.duration,
-                                  e.stimulus_id))
+                                  e.stop, e.stimulus_id))
 
     def _execute_failure(self, e: ev.ExecuteFailure) -> None:
         ts = self.tasks.get(e.key)
@@ -359,6 +380,7 @@ class WorkerState:
         requested = self.in_flight.pop(e.worker, ())
         by_key = {ts.key: ts for ts in requested}
         arrived: list[m.Key] = []
+        arrived_bytes = 0
         for key, nbytes in e.received:
             ts = by_key.get(key)
             if ts is None or self.tasks.get(key) is not ts or ts.state != "flight":
@@ -378,12 +400,14 @@ class WorkerState:
             self.transition(ts, "memory")
             ts.scheduler_holds = True
             arrived.append(key)
+            arrived_bytes += max(nbytes, 0)
             if ts.assigned:
                 ts.assigned = False
-                self._send(m.TaskFinished(self.address, key, nbytes, ts.type_name, 0.0,
+                self._send(m.TaskFinished(self.address, key, nbytes, ts.type_name, 0.0, 0.0,
                                           e.stimulus_id))
         if arrived:
-            self._send(m.AddKeys(self.address, tuple(arrived), e.stimulus_id))
+            self._send(m.AddKeys(self.address, tuple(arrived), e.worker, arrived_bytes,
+                                 e.seconds, e.stimulus_id))
         missing = set(e.missing)
         for ts in requested:
             if ts.key in missing:

@@ -1,0 +1,98 @@
+"""Workers ordered by load, kept up to date in constant time per change.
+
+Placement wants the few least-loaded idle workers; stealing wants the most
+backlogged ones. A heap or sorted list would cost O(log W) per change and
+changes happen twice per task (assign, finish). Instead workers sit in
+buckets by the power of two of their load (seconds of expected work per
+thread): moving between buckets is O(1), and the order between buckets is
+exact while the order inside one is within a factor of two, which is as
+precise as the duration estimates behind the loads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from itertools import islice
+
+from teamster.core.scheduler.entities import WorkerInfo
+
+#: Loads below this many seconds per thread share the lowest bucket.
+RESOLUTION = 0.001
+#: Bucket b >= 1 holds loads in [RESOLUTION * 2**(b-1), RESOLUTION * 2**b);
+#: the top bucket takes everything above (about 12 days at this resolution).
+N_BUCKETS = 40
+
+
+def bucket_of(load: float) -> int:
+    if load < RESOLUTION:
+        return 0
+    b = int(load / RESOLUTION).bit_length()
+    return b if b < N_BUCKETS else N_BUCKETS - 1
+
+
+class LoadIndex:
+    __slots__ = ("buckets", "where")
+
+    def __init__(self) -> None:
+        self.buckets: list[dict[WorkerInfo, None]] = [{} for _ in range(N_BUCKETS)]
+        #: Worker -> its bucket.
+        self.where: dict[WorkerInfo, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.where)
+
+    def __contains__(self, ws: WorkerInfo) -> bool:
+        return ws in self.where
+
+    def set(self, ws: WorkerInfo, load: float) -> None:
+        b = 0 if load < RESOLUTION else bucket_of(load)
+        old = self.where.get(ws)
+        if old == b:
+            return
+        if old is not None:
+            del self.buckets[old][ws]
+        self.buckets[b][ws] = None
+        self.where[ws] = b
+
+    def discard(self, ws: WorkerInfo) -> None:
+        old = self.where.pop(ws, None)
+        if old is not None:
+            del self.buckets[old][ws]
+
+    def lowest(self, k: int) -> list[WorkerInfo]:
+        """Up to k workers from the least-loaded buckets.
+
+        Those taken move to the back of their bucket, so equally loaded
+        workers take turns (new work spreads instead of piling on one).
+        """
+        out: list[WorkerInfo] = []
+        if not self.where:
+            return out
+        for bucket in self.buckets:
+            if not bucket:
+                continue
+            taken = list(islice(bucket, k - len(out)))
+            for ws in taken:
+                del bucket[ws]
+                bucket[ws] = None
+            out.extend(taken)
+            if len(out) >= k:
+                break
+        return out
+
+    def highest(self) -> Iterator[WorkerInfo]:
+        """Workers from the most loaded bucket down (lazily: callers stop early)."""
+        if not self.where:
+            return
+        for bucket in reversed(self.buckets):
+            if bucket:
+                # A snapshot of a bounded prefix: the caller may change loads.
+                yield from list(islice(bucket, 64))
+
+    def validate(self) -> None:
+        n = 0
+        for b, bucket in enumerate(self.buckets):
+            for ws in bucket:
+                assert self.where.get(ws) == b, f"{ws} filed in bucket {b}"
+                n += 1
+        assert n == len(self.where), "load index count mismatch"

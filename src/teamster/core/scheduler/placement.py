@@ -9,6 +9,7 @@ never a scan of all workers or tasks.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from itertools import islice
 from typing import TYPE_CHECKING
@@ -130,16 +131,24 @@ class Placement:
         return not need or all(ws.resources.get(r, 0) >= q for r, q in need.items())
 
     def transfer_time(self, ts: TaskState, ws: WorkerInfo) -> float:
-        """Seconds to bring ``ts``'s missing inputs to ``ws``.
+        """Seconds to bring ``ts``'s missing inputs to ``ws``, as placement weighs them.
 
-        An input already being fetched by k other workers from h holders is
-        slowed by their sharing the holders' links (1 + k/h): without this,
-        every idle worker would start pulling one large input from its single
-        holder at once, and all of them would wait k times longer.
+        - A large input is fetched by at most as many workers at once as
+          hold it (infinite cost beyond): without this limit every idle worker
+          pulls it from its single holder at once, and all of them wait k
+          times longer instead of the copies fanning out as a tree. Smaller
+          shares of a link count as slowing the transfer by 1 + k/h.
+        - A new replica that pays for itself costs nothing here: while fewer
+          workers fetch a large input than hold it, and the work still
+          waiting on it, spread over its holders, exceeds twice a transfer, a
+          copy to an idle worker shortens everything that reads it, not just
+          this task. Holders then double with each round of transfers (a
+          broadcast tree) instead of growing by one.
         """
         seconds = 0.0
         default_bw = self.bandwidth
         pairs = self.pair_bandwidth
+        duration = -1.0
         for dts in ts.dependencies:
             nbytes = dts.nbytes
             if nbytes <= 0:
@@ -148,35 +157,48 @@ class Placement:
             if ws in holders:
                 continue
             fetching = dts.fetching
+            n_fetching = 0
             if fetching:
                 if ws in fetching:
                     continue  # already on its way there
-                crowd = 1.0 + len(fetching) / (len(holders) or 1)
-            else:
-                crowd = 1.0
+                n_fetching = len(fetching)
+            n_holders = len(holders) or 1
             bw = default_bw
             if pairs and nbytes >= LARGE_TRANSFER and holders:
                 bw = pairs.get((next(iter(holders)).address, ws.address), default_bw)
-            seconds += nbytes * crowd / bw
+            one = nbytes / bw
+            if nbytes >= LARGE_TRANSFER:
+                if n_fetching >= n_holders:
+                    # Every holder's link is busy with a copy already: wait
+                    # for one of those copies to become a holder instead.
+                    return math.inf
+                if len(dts.waiters) > 1:
+                    if duration < 0:
+                        duration = self.estimate_duration(ts)
+                    if len(dts.waiters) * duration > 2 * one * (n_holders + n_fetching):
+                        continue
+            seconds += one * (1.0 + n_fetching / n_holders)
         return seconds
 
     def holders_to_fetch_from(self, dts: TaskState) -> tuple[str, ...]:
         """The holders of ``dts`` a worker is told to fetch it from.
 
-        At most ``HOLDERS_SENT``, taken from the front of ``who_has`` and moved
-        to its back: O(k), and successive tasks reading a widely replicated
-        input (a large input every worker ends up holding) fetch it from
-        different replicas instead of all from the first holder. Sending
-        every holder cost O(workers) per ComputeTask (teamster.sim,
-        large-inputs at 1,000 workers).
+        At most ``HOLDERS_SENT`` from the front of ``who_has``, whose first
+        entry then moves to the back: O(k), and successive tasks reading a
+        replicated input fetch it from different replicas instead of all
+        from the first holder. Sending every holder cost O(workers) per
+        ComputeTask (teamster.sim, large-inputs at 1,000 workers).
         """
         who_has = dts.who_has
-        if len(who_has) <= HOLDERS_SENT:
+        if len(who_has) <= 1:
             return tuple([ws.address for ws in who_has])
         chosen = list(islice(who_has, HOLDERS_SENT))
-        for ws in chosen:
-            del who_has[ws]
-            who_has[ws] = None
+        # The worker fetches from the first holder named that it is not
+        # already fetching from: name a different one first each time, or
+        # every copy is pulled from the same holder while the others idle.
+        first = chosen[0]
+        del who_has[first]
+        who_has[first] = None
         return tuple([ws.address for ws in chosen])
 
     def score(self, ts: TaskState, ws: WorkerInfo) -> float:
@@ -230,9 +252,28 @@ class Placement:
         for ws in state.idle_by_load.lowest(IDLE_CANDIDATES):
             if ws not in candidates:
                 candidates.append(ws)
-        if len(candidates) == 1:
-            return candidates[0]
-        return min(candidates, key=lambda ws: self.score(ts, ws))
+        best = candidates[0] if len(candidates) == 1 else min(
+            candidates, key=lambda ws: self.score(ts, ws))
+        # Late binding holds for the holders of large inputs too: a task
+        # best run by a busy holder waits in the queue for a slot there (or
+        # for a copy of its input elsewhere) instead of piling onto it.
+        return best if best in idle else None
+
+
+def start_fetching_inputs(ts: TaskState, ws: WorkerInfo) -> None:
+    """``ws`` will fetch ``ts``'s missing large inputs: their holders' links get busier."""
+    for dts in ts.dependencies:
+        if dts.nbytes >= LARGE_TRANSFER and ws not in dts.who_has:
+            if dts.fetching is None:
+                dts.fetching = {}
+            dts.fetching[ws] = None
+
+
+def stop_fetching_inputs(ts: TaskState, ws: WorkerInfo) -> None:
+    """``ws`` no longer runs ``ts`` (stolen away, steal refused): undo the above."""
+    for dts in ts.dependencies:
+        if dts.fetching and ws not in dts.who_has:
+            dts.fetching.pop(ws, None)
 
 
 def _larger_first(dts: TaskState) -> int:

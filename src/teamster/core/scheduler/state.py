@@ -25,7 +25,7 @@ from teamster.core.scheduler.instructions import (
     SendToWorker,
 )
 from teamster.core.scheduler.load_index import LoadIndex
-from teamster.core.scheduler.placement import LARGE_TRANSFER, Placement
+from teamster.core.scheduler.placement import Placement, start_fetching_inputs
 from teamster.core.scheduler.report import BalanceReport
 from teamster.core.scheduler.stealing import Stealing
 from teamster.core.scheduler.validation import validate_state, validate_task
@@ -257,12 +257,7 @@ class SchedulerState:
         ws.processing[ts] = duration
         ws.occupancy += duration
         self.n_processing += 1
-        for dts in ts.dependencies:
-            # Large inputs it must fetch: their transfers load the holders' links.
-            if dts.nbytes >= LARGE_TRANSFER and ws not in dts.who_has:
-                if dts.fetching is None:
-                    dts.fetching = {}
-                dts.fetching[ws] = None
+        start_fetching_inputs(ts, ws)
         self.update_idle(ws)
         self.out.append(SendToWorker(ws.address, tr.compute_message(self, ts, stimulus_id)))
 

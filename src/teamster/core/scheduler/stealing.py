@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from teamster.core.messages import StealRequest, StealResponse
 from teamster.core.scheduler.entities import TaskState, WorkerInfo
 from teamster.core.scheduler.instructions import SendToWorker
+from teamster.core.scheduler.placement import start_fetching_inputs, stop_fetching_inputs
 
 if TYPE_CHECKING:
     from teamster.core.scheduler.state import SchedulerState
@@ -123,6 +124,9 @@ class Stealing:
         thief.occupancy += duration
         victim.n_outgoing += 1
         self.n_requested += 1
+        # The thief's copies of the inputs count as under way from now on, or
+        # the next thief would see the holders' links free and pile on.
+        start_fetching_inputs(ts, thief)
         s = self.state
         s.update_idle(thief)
         s.update_idle(victim)
@@ -131,8 +135,9 @@ class Stealing:
 
     # ---------------------------------------------------------- settling
 
-    def _settle(self, steal: Steal) -> None:
+    def _settle(self, steal: Steal, ts: TaskState) -> None:
         thief = steal.thief
+        stop_fetching_inputs(ts, thief)
         thief.n_incoming -= 1
         thief.occupancy -= steal.duration
         if not thief.n_incoming and not thief.processing:
@@ -145,7 +150,7 @@ class Stealing:
         """``ts`` left its worker (finished, failed, released): drop its steal."""
         steal = self.pending.pop(ts, None)
         if steal is not None:
-            self._settle(steal)
+            self._settle(steal, ts)
             self.state.freed(steal.thief)
         self.refused.pop(ts, None)
 
@@ -156,7 +161,7 @@ class Stealing:
         if ts is None or steal is None or steal.steal_id != ev.steal_id:
             return  # settled already: the task finished or left meanwhile
         del self.pending[ts]
-        self._settle(steal)
+        self._settle(steal, ts)
         victim, thief = steal.victim, steal.thief
         if not ev.stolen:
             self.n_refused += 1
@@ -182,9 +187,3 @@ class Stealing:
             assert ts.processing_on is steal.victim, f"steal of {ts.key!r} off its victim"
             assert s.tasks.get(ts.key) is ts, f"steal of forgotten {ts.key!r}"
 
-
-def stop_fetching_inputs(ts: TaskState, ws: WorkerInfo) -> None:
-    """``ws`` no longer runs ``ts``: it stops counting as fetching ts's inputs."""
-    for dts in ts.dependencies:
-        if dts.fetching and ws not in dts.who_has:
-            dts.fetching.pop(ws, None)

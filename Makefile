@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DASK_VENV := .bench-venv-dask
 
-.PHONY: demo test test-fast test-dask test-dask-baseline check bench venv clean
+.PHONY: demo test test-fast test-dask test-dask-baseline check bench balance venv clean
 
 venv: $(STAMP)
 
@@ -48,6 +48,10 @@ $(DASK_VENV)/.installed:
 # Side by side with dask.distributed (in its own venv: teamster never imports it).
 bench: $(STAMP) $(DASK_VENV)/.installed
 	TEAMSTER_DASK_PYTHON=$(DASK_VENV)/bin/python $(BIN)/python benchmarks/throughput.py --repeat 3
+
+# Placement and stealing: makespan / lower bound on six workloads, side by side with dask.
+balance: $(STAMP) $(DASK_VENV)/.installed
+	TEAMSTER_DASK_PYTHON=$(DASK_VENV)/bin/python $(BIN)/python benchmarks/balance.py --repeat 3
 
 clean:
 	rm -rf $(VENV) $(DASK_VENV)

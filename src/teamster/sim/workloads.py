@@ -248,3 +248,7 @@ def million(n: int, workers: int, threads: int, rng: random.Random) -> Workload:
 
     w.wanted = [reduction_tree(w, n_chunks, fanin, leaf, node)]
     return w
+
+
+# The placement and stealing workloads (issue 5) register themselves from their own module.
+from teamster.sim import balance_workloads  # noqa: E402, F401

@@ -9,7 +9,6 @@ never a scan of all workers or tasks.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from itertools import islice
 from typing import TYPE_CHECKING
@@ -133,11 +132,10 @@ class Placement:
     def transfer_time(self, ts: TaskState, ws: WorkerInfo) -> float:
         """Seconds to bring ``ts``'s missing inputs to ``ws``, as placement weighs them.
 
-        - A large input is fetched by at most as many workers at once as
-          hold it (infinite cost beyond): without this limit every idle worker
-          pulls it from its single holder at once, and all of them wait k
-          times longer instead of the copies fanning out as a tree. Smaller
-          shares of a link count as slowing the transfer by 1 + k/h.
+        - An input already being fetched by k other workers from h holders
+          is slowed by their sharing the holders' links (1 + k/h): without
+          this, every idle worker would pull one large input from its single
+          holder at once, and all of them would wait k times longer.
         - A new replica that pays for itself costs nothing here: while fewer
           workers fetch a large input than hold it, and the work still
           waiting on it, spread over its holders, exceeds twice a transfer, a
@@ -167,11 +165,7 @@ class Placement:
             if pairs and nbytes >= LARGE_TRANSFER and holders:
                 bw = pairs.get((next(iter(holders)).address, ws.address), default_bw)
             one = nbytes / bw
-            if nbytes >= LARGE_TRANSFER:
-                if n_fetching >= n_holders:
-                    # Every holder's link is busy with a copy already: wait
-                    # for one of those copies to become a holder instead.
-                    return math.inf
+            if nbytes >= LARGE_TRANSFER and n_fetching < n_holders:
                 if len(dts.waiters) > 1:
                     if duration < 0:
                         duration = self.estimate_duration(ts)
@@ -252,12 +246,11 @@ class Placement:
         for ws in state.idle_by_load.lowest(IDLE_CANDIDATES):
             if ws not in candidates:
                 candidates.append(ws)
-        best = candidates[0] if len(candidates) == 1 else min(
-            candidates, key=lambda ws: self.score(ts, ws))
-        # Late binding holds for the holders of large inputs too: a task
-        # best run by a busy holder waits in the queue for a slot there (or
-        # for a copy of its input elsewhere) instead of piling onto it.
-        return best if best in idle else None
+        if len(candidates) == 1:
+            return candidates[0]
+        # (A busy holder wins only while its queue is shorter than moving the
+        # input: the score bounds how deep it gets.)
+        return min(candidates, key=lambda ws: self.score(ts, ws))
 
 
 def start_fetching_inputs(ts: TaskState, ws: WorkerInfo) -> None:

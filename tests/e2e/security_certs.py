@@ -36,7 +36,7 @@ def make_ca_and_cert(directory: Path, name: str = "cluster") -> CertFiles:
     """A CA and one certificate it signs (valid for 127.0.0.1 and localhost,
     usable as server and client), written as PEM files in ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_cert = (
         x509.CertificateBuilder()

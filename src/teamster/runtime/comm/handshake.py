@@ -51,6 +51,8 @@ AUTH_SCHEME = "hmac-sha256"
 #: Keys of ours in the hello; not shown in ``comm.handshake``.
 _PROTOCOL_KEYS = ("nonce", "auth")
 _SIDE_CONNECTOR = b"connector"
+_HOW_TO_GIVE_TOKEN = ("pass token=... (or security=teamster.Security(token=...)), or set "
+                      "TEAMSTER_TOKEN (CLI: --token-file PATH) to the cluster's token")
 _SIDE_LISTENER = b"listener"
 
 
@@ -182,8 +184,7 @@ class _Exchange:
         if self.token is None:
             if peer_has_token:
                 self.fail(f"{where} requires a token and this {self.our_role} has none; "
-                          "pass token=... (or security=teamster.Security(token=...)) or set "
-                          "TEAMSTER_TOKEN to the cluster's token", AuthenticationError)
+                          f"{_HOW_TO_GIVE_TOKEN}", AuthenticationError)
             return
         if not peer_has_token:
             self.fail(f"{where} does not authenticate (it was started without a token), so it "
@@ -202,9 +203,8 @@ class _Exchange:
             if answer["refused"] == "token-required":
                 self.fail(f"{where} requires a token and refused this {self.our_role}",
                           AuthenticationError)
-            self.fail(f"{where} refused this {self.our_role}'s token; pass token=... "
-                      "(or security=teamster.Security(token=...)) or set TEAMSTER_TOKEN to "
-                      "the cluster's token", AuthenticationError)
+            self.fail(f"{where} refused this {self.our_role}'s token; {_HOW_TO_GIVE_TOKEN}",
+                      AuthenticationError)
         given = answer.get("proof") if isinstance(answer, dict) else None
         expected = proof(self.token, _SIDE_LISTENER, peer_hello, our_hello)
         if not isinstance(given, bytes) or not hmac.compare_digest(given, expected):

@@ -34,15 +34,14 @@ from teamster.runtime.comm.core import (
     CommClosedError,
     ConnectTimeoutError,
     Frames,
-    HandshakeError,
     Handler,
     HandlerRunner,
+    HandshakeError,
     Listener,
     ProtocolError,
     logger,
     parse_address,
 )
-from teamster.security import Security
 from teamster.runtime.comm.frames import (
     DEFAULT_MAX_FRAMES,
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -50,6 +49,7 @@ from teamster.runtime.comm.frames import (
     normalize_frames,
 )
 from teamster.runtime.comm.handshake import MAX_HANDSHAKE_SIZE, exchange_handshake
+from teamster.security import Security
 
 __all__ = ["Comm", "TCPComm", "TCPListener", "connect", "listen"]
 

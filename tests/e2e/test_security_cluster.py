@@ -178,3 +178,41 @@ def test_local_cluster_with_tls(tmp_path):
         assert cluster.security.token  # a token was added to the given TLS settings
         with Client(cluster, set_as_default=False) as client:
             assert client.submit(divmod, 17, 5).result() == (3, 2)
+
+
+@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
+def test_tls_comm_on_both_event_loops(tmp_path, loop_kind):
+    """The TLS transport on either loop: a large message both ways; a peer
+    with another CA's certificate is refused at the TLS handshake."""
+    import asyncio
+
+    from teamster.runtime.comm import connect, listen
+    from teamster.runtime.comm.loop import new_event_loop
+
+    certs = make_ca_and_cert(tmp_path / "certs")
+    rogue = make_ca_and_cert(tmp_path / "rogue", "rogue")
+    security = Security(token=TOKEN, tls_ca=certs.ca, tls_cert=certs.cert, tls_key=certs.key)
+
+    async def echo(comm):
+        while True:
+            await comm.send(await comm.recv())
+
+    async def main():
+        async with await listen("tls://127.0.0.1:0", echo, handshake={"role": "worker"},
+                                security=security) as listener:
+            comm = await connect(listener.address, handshake={"role": "peer"},
+                                 security=security)
+            payload = bytes(range(256)) * 20_000  # 5 MB
+            await comm.send({"data": payload})
+            assert (await comm.recv())["data"] == payload
+            await comm.close()
+            with pytest.raises(HandshakeError, match="certificate verify failed"):
+                await connect(listener.address, handshake={"role": "peer"}, timeout=10,
+                              security=Security(token=TOKEN, tls_ca=rogue.ca,
+                                                tls_cert=rogue.cert, tls_key=rogue.key))
+
+    loop = new_event_loop() if loop_kind == "uvloop" else asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(asyncio.wait_for(main(), 60))
+    finally:
+        loop.close()

@@ -16,6 +16,7 @@ _LAZY = {
     "wait": "teamster.client.waiting",
     "as_completed": "teamster.client.waiting",
     "LocalCluster": "teamster.cluster.local",
+    "Security": "teamster.security",
     "KilledWorker": "teamster.errors",
     "CancelledError": "teamster.errors",
 }

@@ -2,6 +2,13 @@
 
 Imports stay inside the subcommands so that `teamster worker` loads only
 what a worker needs and registers quickly.
+
+Credentials: the token comes from ``--token-file PATH`` or the
+``TEAMSTER_TOKEN`` environment variable, never from a flag (``ps`` shows
+every process's arguments to every user). A scheduler or worker without a
+token refuses to listen on a non-loopback address unless ``--no-auth`` says
+that is intended, and warns on loopback (any local user could run code as
+this user). See docs/security.md.
 """
 
 from __future__ import annotations
@@ -12,6 +19,8 @@ import logging
 import signal
 import sys
 from typing import Any
+
+logger = logging.getLogger("teamster.cli")
 
 
 def _serve(server: Any, label: str) -> None:
@@ -37,10 +46,50 @@ def _serve(server: Any, label: str) -> None:
     run(main())
 
 
+def _security(args: argparse.Namespace, what: str) -> Any:
+    """The Security from the credential flags; exits with a clear message if unusable."""
+    import os
+
+    from teamster.security import TOKEN_ENV_VAR, Security, is_loopback_host, read_token_file
+
+    try:
+        if args.token_file is not None:
+            token = read_token_file(args.token_file)
+            mode = os.stat(args.token_file).st_mode
+            if mode & 0o077:
+                logger.warning("The token file %s is readable by other users (mode %o); "
+                               "chmod 600 it", args.token_file, mode & 0o777)
+        else:
+            token = os.environ.get(TOKEN_ENV_VAR) or None
+        if token is not None and args.no_auth:
+            raise ValueError(f"--no-auth was given, but so was a token (--token-file or "
+                             f"{TOKEN_ENV_VAR}); drop one of them")
+        if args.tls_ca is not None and args.tls_cert is None:
+            raise ValueError("--tls-ca needs --tls-cert and --tls-key too: this process "
+                             "listens, and a TLS listener needs its own certificate")
+        security = Security(token=token, tls_cert=args.tls_cert, tls_key=args.tls_key,
+                            tls_ca=args.tls_ca)
+    except (ValueError, OSError) as exc:
+        raise SystemExit(f"teamster {what}: {exc}") from None
+    if token is None and not args.no_auth:
+        if not is_loopback_host(args.host):
+            raise SystemExit(
+                f"teamster {what}: refusing to listen on {args.host} without a token: anyone "
+                "who can reach the port could run code as this user. Give a token with "
+                f"--token-file PATH or {TOKEN_ENV_VAR} (generate one with: python -c "
+                "'import secrets; print(secrets.token_urlsafe(32))'), or pass --no-auth if "
+                "the network is trusted")
+        logger.warning("No token (--token-file or %s): every local user can connect to this "
+                       "%s and run code as this user", TOKEN_ENV_VAR, what)
+    return security
+
+
 def _scheduler(args: argparse.Namespace) -> None:
     from teamster.runtime.scheduler_server import SchedulerServer
 
-    _serve(SchedulerServer(args.host, args.port, heartbeat_timeout=args.heartbeat_timeout),
+    security = _security(args, "scheduler")
+    _serve(SchedulerServer(args.host, args.port, heartbeat_timeout=args.heartbeat_timeout,
+                           security=security),
            "Scheduler")
 
 
@@ -61,6 +110,7 @@ def _parse_resources(items: list[str]) -> dict[str, float]:
 def _worker(args: argparse.Namespace) -> None:
     from teamster.runtime.worker_server import WorkerServer
 
+    security = _security(args, "worker")
     memory_limit = 0
     if args.memory_limit not in (None, "0"):
         from teamster.cluster.local import parse_memory_limit
@@ -70,11 +120,11 @@ def _worker(args: argparse.Namespace) -> None:
     server = WorkerServer(
         args.scheduler, nthreads=args.nthreads, name=args.name, host=args.host, port=args.port,
         memory_limit=memory_limit, resources=_parse_resources(args.resources),
-        connect_timeout=args.connect_timeout,
+        connect_timeout=args.connect_timeout, security=security,
     )
     try:
         _serve(server, "Worker")
-    except (OSError, RuntimeError) as exc:
+    except (OSError, RuntimeError, ValueError) as exc:
         raise SystemExit(f"teamster worker: {exc}") from None
 
 
@@ -94,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8786)
     p.add_argument("--heartbeat-timeout", type=float, default=60.0,
                    help="seconds of silence after which a worker is declared lost")
+    _add_security_flags(p)
     p.set_defaults(func=_scheduler)
 
     p = sub.add_parser("worker", help="run a worker connected to SCHEDULER")
@@ -105,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-limit", default="0", help="bytes, or e.g. 4GiB (0: none)")
     p.add_argument("--resources", action="append", default=[], help="NAME=QUANTITY")
     p.add_argument("--connect-timeout", type=float, default=30.0)
+    _add_security_flags(p)
     p.set_defaults(func=_worker)
 
     p = sub.add_parser("demo", help="run a real workload on a local cluster and report")
@@ -116,6 +168,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_simulate(sub)
     return parser
+
+
+def _add_security_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("security (see docs/security.md)")
+    g.add_argument("--token-file", metavar="PATH", default=None,
+                   help="file holding the cluster's shared token (default: the "
+                        "TEAMSTER_TOKEN environment variable)")
+    g.add_argument("--no-auth", action="store_true",
+                   help="run without a token on a non-loopback address (trusted networks only)")
+    g.add_argument("--tls-cert", metavar="PEM", default=None,
+                   help="this process's TLS certificate; addresses become tls://")
+    g.add_argument("--tls-key", metavar="PEM", default=None, help="its private key")
+    g.add_argument("--tls-ca", metavar="PEM", default=None,
+                   help="CA that signed every cluster certificate: peers must present one "
+                        "(mutual TLS)")
 
 
 def _add_simulate(sub: Any) -> None:

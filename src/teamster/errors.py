@@ -12,6 +12,7 @@ import concurrent.futures
 from typing import Any
 
 __all__ = [
+    "AuthenticationError",
     "CancelledError",
     "ClosedClientError",
     "FutureLostError",
@@ -37,6 +38,15 @@ class CancelledError(concurrent.futures.CancelledError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return type(self), (self.key, self.reason)
+
+
+class AuthenticationError(ConnectionError):
+    """A peer refused our token, asked for one we do not have, or could not
+    prove it knows ours; the connection was closed before any data moved.
+
+    Raised at once (never retried: waiting does not fix a wrong token). An
+    ``OSError``, like every other failure to connect.
+    """
 
 
 class KilledWorker(Exception):

@@ -332,7 +332,8 @@ def test_resources_annotation_waits_for_a_worker_that_has_them(client, cluster):
         wait(future, timeout=0.5)  # no worker has a GPU: it must not run anywhere
     proc = subprocess.Popen([sys.executable, "-m", "teamster.cli", "worker",
                              cluster.scheduler_address, "--nthreads", "1", "--name", "gpu",
-                             "--resources", "GPU=1"], stdout=subprocess.PIPE)
+                             "--resources", "GPU=1"], stdout=subprocess.PIPE,
+                            env={**os.environ, "TEAMSTER_TOKEN": cluster.security.token})
     try:
         _read_address(proc, "gpu worker", 30)
         assert future.result(timeout=60) == proc.pid

@@ -47,6 +47,7 @@ from teamster.core import messages as m
 from teamster.core.messages import Key, Serialized
 from teamster.errors import ClosedClientError
 from teamster.runtime.comm import BatchedSend, Comm, CommClosedError, connect, deserialize
+from teamster.security import Security, security_for_client
 
 __all__ = ["Client", "default_client", "default_client_or_none"]
 
@@ -85,10 +86,17 @@ def default_client(c: Client | None = None) -> Client:
 class Client(ClusterOperations, DaskCollections):
     """Connect to a teamster scheduler and run work on its workers.
 
-    ``address`` is "tcp://host:port", an object with ``.scheduler_address``
-    (a ``LocalCluster``), or None to start a ``LocalCluster(**kwargs)`` that
-    this client owns and closes. With ``set_as_default`` (the default) it is
-    also dask's scheduler until it closes: ``x.compute()`` runs here.
+    ``address`` is "tcp://host:port" (or "tls://..."), an object with
+    ``.scheduler_address`` (a ``LocalCluster``), or None to start a
+    ``LocalCluster(**kwargs)`` that this client owns and closes. With
+    ``set_as_default`` (the default) it is also dask's scheduler until it
+    closes: ``x.compute()`` runs here.
+
+    Credentials: ``token=`` or ``security=teamster.Security(...)``; without
+    them a cluster object's own (``Client(cluster)``), then those of a
+    LocalCluster this process started at ``address``, then the token in
+    ``TEAMSTER_TOKEN``. A wrong or missing token raises
+    ``teamster.errors.AuthenticationError`` at once.
     """
 
     #: dask checks this before using a client as its scheduler; always False.
@@ -97,6 +105,7 @@ class Client(ClusterOperations, DaskCollections):
     def __init__(self, address: Any = None, loop: Any = None, timeout: float = 10,
                  set_as_default: bool = True, name: str | None = None,
                  asynchronous: bool = False, direct_to_workers: bool | None = None,
+                 security: Security | None = None, token: str | None = None,
                  **kwargs: Any) -> None:
         if asynchronous:
             raise ValueError("teamster's Client is synchronous: asynchronous=True is not "
@@ -110,6 +119,8 @@ class Client(ClusterOperations, DaskCollections):
         if address is None:
             from teamster.cluster.local import LocalCluster
 
+            if security is not None:
+                kwargs["security"] = security
             address = self._cluster = LocalCluster(**kwargs)
             self._owns_cluster = True
         elif kwargs:
@@ -123,6 +134,9 @@ class Client(ClusterOperations, DaskCollections):
         if "://" not in address:
             address = f"tcp://{address}"
         self.scheduler_address: str = address
+        #: Credentials for the scheduler and the workers (never sent anywhere).
+        self.security = security_for_client(address, security, token,
+                                            getattr(self._cluster, "security", None))
         self._timeout = timeout
         #: key -> the state every future of that key shares. Written under _lock
         #: (user threads and the release drain); read freely by the loop.
@@ -142,7 +156,8 @@ class Client(ClusterOperations, DaskCollections):
         self._close_lock = threading.Lock()
         handshake = {"role": "client", "client_id": self.id}
         self._handshake = handshake
-        self._workers = WorkerConnections(handshake, min(_WORKER_CONNECT_TIMEOUT, timeout))
+        self._workers = WorkerConnections(handshake, min(_WORKER_CONNECT_TIMEOUT, timeout),
+                                          security=self.security)
         self._handlers: dict[type, Callable[[Any], None]] = {
             m.KeyInMemory: self._on_key_in_memory,
             m.KeyErred: self._on_key_erred,
@@ -168,7 +183,7 @@ class Client(ClusterOperations, DaskCollections):
 
     async def _start(self) -> None:
         comm = await connect(self.scheduler_address, handshake=self._handshake,
-                             timeout=self._timeout)
+                             timeout=self._timeout, security=self.security)
         self._comm = comm
         self._bsend = BatchedSend(interval=0.002)
         self._bsend.start(comm)

@@ -24,6 +24,7 @@ from teamster.client.waiting import ALL_COMPLETED, FIRST_EXCEPTION, until
 from teamster.core.messages import DataReply, GetData, Key, PutData, Reply, Serialized
 from teamster.errors import FutureLostError
 from teamster.runtime.comm import Comm, CommClosedError, connect
+from teamster.security import Security
 
 __all__ = ["WorkerConnections", "fetch_values", "gather_values"]
 
@@ -39,8 +40,9 @@ class WorkerConnections:
     """Idle connections to workers, by address."""
 
     def __init__(self, handshake: dict[str, Any], connect_timeout: float,
-                 max_idle_per_worker: int = 4) -> None:
+                 max_idle_per_worker: int = 4, security: Security | None = None) -> None:
         self._handshake = handshake
+        self._security = security
         self.connect_timeout = connect_timeout
         self._max_idle = max_idle_per_worker
         #: address -> connections with no request in flight.
@@ -62,7 +64,7 @@ class WorkerConnections:
             comm = None
         if comm is None:
             comm = await connect(address, handshake=self._handshake,
-                                 timeout=self.connect_timeout)
+                                 timeout=self.connect_timeout, security=self._security)
         self._busy.add(comm)
         try:
             await comm.send(msg)

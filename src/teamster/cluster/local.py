@@ -4,12 +4,19 @@ With ``processes=True`` (the default) the scheduler and every worker are
 separate processes started through the CLI, exactly as on a real cluster,
 so the GIL of one never stalls another. With ``processes=False`` they share
 one background event loop in this process (handy in tests and notebooks).
+
+Every cluster has a token (a fresh random one unless ``security`` brings
+its own): workers get it in their environment (``TEAMSTER_TOKEN``; never on
+the command line, where ``ps`` shows it to every user), and
+``Client(cluster)`` or ``Client(cluster.scheduler_address)`` in this process
+pick it up without being told.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import select
 import signal
 import subprocess
@@ -19,6 +26,12 @@ import time
 from typing import Any
 
 from teamster.runtime.comm.loop import new_event_loop
+from teamster.security import (
+    TOKEN_ENV_VAR,
+    Security,
+    forget_local_cluster,
+    remember_local_cluster,
+)
 
 #: Seconds a process may take to print its address before we give up on it.
 START_TIMEOUT = 30.0
@@ -99,6 +112,7 @@ class LocalCluster:
         scheduler_port: int = 0,
         resources: dict[str, float] | None = None,
         heartbeat_timeout: float = 60.0,
+        security: Security | None = None,
     ) -> None:
         ncpu = os.cpu_count() or 1
         if n_workers is None:
@@ -116,6 +130,11 @@ class LocalCluster:
         self.host = host
         self.resources = dict(resources or {})
         self.heartbeat_timeout = heartbeat_timeout
+        security = security or Security()
+        if security.token is None:
+            security = security.with_token(secrets.token_urlsafe(32))
+        #: The cluster's credentials; ``Client(cluster)`` uses them.
+        self.security = security
         self.status = "starting"
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._servers: dict[str, Any] = {}
@@ -125,6 +144,7 @@ class LocalCluster:
         self._scheduler: Any = None
         try:
             self.scheduler_address = self._start_scheduler(scheduler_port)
+            remember_local_cluster(self.scheduler_address, self.security)
             self.scale(n_workers)
         except BaseException:
             self.close()
@@ -136,13 +156,16 @@ class LocalCluster:
     def _start_scheduler(self, port: int) -> str:
         if self.processes:
             cmd = [sys.executable, "-m", "teamster.cli", "scheduler", "--host", self.host,
-                   "--port", str(port), "--heartbeat-timeout", str(self.heartbeat_timeout)]
-            self._scheduler_proc = subprocess.Popen(cmd, stdout=subprocess.PIPE)
+                   "--port", str(port), "--heartbeat-timeout", str(self.heartbeat_timeout),
+                   *self.security.tls_args()]
+            self._scheduler_proc = subprocess.Popen(cmd, stdout=subprocess.PIPE,
+                                                    env=self._child_env())
             return _read_address(self._scheduler_proc, "The scheduler", START_TIMEOUT)
         from teamster.runtime.scheduler_server import SchedulerServer
 
         self._loop = _LoopThread()
-        server = SchedulerServer(self.host, port, heartbeat_timeout=self.heartbeat_timeout)
+        server = SchedulerServer(self.host, port, heartbeat_timeout=self.heartbeat_timeout,
+                                 security=self.security)
         self._scheduler = self._loop.run(server.start(), START_TIMEOUT)
         return str(self._scheduler.address)
 
@@ -178,10 +201,17 @@ class LocalCluster:
     def _spawn_worker(self, name: str) -> subprocess.Popen[bytes]:
         cmd = [sys.executable, "-m", "teamster.cli", "worker", self.scheduler_address,
                "--nthreads", str(self.threads_per_worker), "--name", name,
-               "--host", self.host, "--memory-limit", str(self.memory_limit)]
+               "--host", self.host, "--memory-limit", str(self.memory_limit),
+               *self.security.tls_args()]
         for res, qty in self.resources.items():
             cmd += ["--resources", f"{res}={qty}"]
-        return subprocess.Popen(cmd, stdout=subprocess.PIPE)
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, env=self._child_env())
+
+    def _child_env(self) -> dict[str, str]:
+        """This process's environment plus the token: the environment of a
+        process is readable only by its user (and root), unlike its argv."""
+        assert self.security.token is not None
+        return {**os.environ, TOKEN_ENV_VAR: self.security.token}
 
     def _start_thread_worker(self, name: str) -> Any:
         from teamster.runtime.worker_server import WorkerServer
@@ -189,7 +219,7 @@ class LocalCluster:
         assert self._loop is not None
         server = WorkerServer(self.scheduler_address, nthreads=self.threads_per_worker,
                               name=name, host=self.host, memory_limit=self.memory_limit,
-                              resources=self.resources)
+                              resources=self.resources, security=self.security)
         return self._loop.run(server.start(), START_TIMEOUT)
 
     def _stop_worker(self, name: str) -> None:
@@ -210,6 +240,8 @@ class LocalCluster:
         if self.status == "closed":
             return
         self.status = "closed"
+        if getattr(self, "scheduler_address", None):
+            forget_local_cluster(self.scheduler_address)
         for name in list(self._procs if self.processes else self._servers):
             try:
                 self._stop_worker(name)

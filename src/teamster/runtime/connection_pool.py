@@ -7,12 +7,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from teamster.runtime.comm import Comm, connect
+from teamster.security import Security
 
 
 class ConnectionPool:
     def __init__(self, handshake: dict[str, Any], timeout: float = 10.0,
-                 max_idle_per_peer: int = 4) -> None:
+                 max_idle_per_peer: int = 4, security: Security | None = None) -> None:
         self._handshake = handshake
+        self._security = security
         self._timeout = timeout
         self._idle: dict[str, list[Comm]] = {}
         self._max_idle = max_idle_per_peer
@@ -28,7 +30,8 @@ class ConnectionPool:
                 comm = candidate
                 break
         if comm is None:
-            comm = await connect(address, handshake=self._handshake, timeout=self._timeout)
+            comm = await connect(address, handshake=self._handshake, timeout=self._timeout,
+                                 security=self._security)
         try:
             yield comm
         except BaseException:

@@ -21,6 +21,7 @@ from teamster.core.scheduler import SchedulerState
 from teamster.core.scheduler.events import Tick
 from teamster.core.scheduler.instructions import CloseWorker, SendToClient, SendToWorker
 from teamster.runtime.comm import BatchedSend, Comm, CommClosedError, listen
+from teamster.security import Security
 
 logger = logging.getLogger("teamster.scheduler")
 
@@ -48,8 +49,11 @@ class SchedulerServer:
         validate: bool | None = None,
         heartbeat_timeout: float = 60.0,
         tick_interval: float = 1.0,
+        security: Security | None = None,
     ) -> None:
-        self.listen_address = f"tcp://{host}:{port}"
+        #: Token and certificates every connection must pass (none: open to all).
+        self.security = security or Security()
+        self.listen_address = f"{self.security.scheme}://{host}:{port}"
         self.state = SchedulerState(
             validate=validation_from_env() if validate is None else validate,
             heartbeat_timeout=heartbeat_timeout,
@@ -69,7 +73,8 @@ class SchedulerServer:
 
     async def start(self) -> SchedulerServer:
         self._listener = await listen(
-            self.listen_address, self._on_connection, handshake={"role": "scheduler"}
+            self.listen_address, self._on_connection, handshake={"role": "scheduler"},
+            security=self.security,
         )
         self.address = self._listener.address
         self._ticker = asyncio.create_task(self._tick_forever())

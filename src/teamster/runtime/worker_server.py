@@ -32,6 +32,7 @@ from teamster.runtime.errors_payload import dumps_exception
 from teamster.runtime.executor import BatchingExecutor, Done
 from teamster.runtime.scheduler_server import validation_from_env
 from teamster.runtime.task_payload import run_task
+from teamster.security import Security
 
 logger = logging.getLogger("teamster.worker")
 
@@ -64,11 +65,14 @@ class WorkerServer:
         validate: bool | None = None,
         heartbeat_interval: float = 1.0,
         connect_timeout: float = 30.0,
+        security: Security | None = None,
     ) -> None:
+        #: Token and certificates for every connection, in and out.
+        self.security = security or Security()
         self.scheduler_address = scheduler_address
         self.nthreads = nthreads
         self.name = name
-        self.listen_address = f"tcp://{host}:{port}"
+        self.listen_address = f"{self.security.scheme}://{host}:{port}"
         self.memory_limit = memory_limit
         self.resources = dict(resources or {})
         self.validate = validation_from_env() if validate is None else validate
@@ -80,7 +84,7 @@ class WorkerServer:
         self.state: WorkerState | None = None
         self.finished = asyncio.Event()
         self._bsend = BatchedSend(interval=0.002)
-        self._pool = ConnectionPool({"role": "peer"})
+        self._pool = ConnectionPool({"role": "peer"}, security=self.security)
         self._background: set[asyncio.Task[Any]] = set()
         self._stim = 0
         self._listener: Any = None
@@ -91,7 +95,7 @@ class WorkerServer:
 
     async def start(self) -> WorkerServer:
         self._listener = await listen(self.listen_address, self._on_connection,
-                                      handshake={"role": "worker"})
+                                      handshake={"role": "worker"}, security=self.security)
         self.address = self._listener.address
         self.name = self.name or self.address
         self.state = WorkerState(self.address, self.nthreads, resources=self.resources,
@@ -99,7 +103,8 @@ class WorkerServer:
         loop = asyncio.get_running_loop()
         self._executor = BatchingExecutor(self.nthreads, loop, self._on_executed)
         comm = await connect(self.scheduler_address, timeout=self.connect_timeout,
-                             handshake={"role": "worker", "address": self.address})
+                             handshake={"role": "worker", "address": self.address},
+                             security=self.security)
         self._scheduler_comm = comm
         await comm.send(m.RegisterWorker(
             self.address, self.name, self.nthreads, self.memory_limit,

@@ -5,7 +5,11 @@ a ``Listener``; nothing else touches sockets. A transport implements only
 ``send_frames``/``recv_frames`` plus lifecycle; message encoding, decoding and
 error mapping happen here, once, so TCP and in-process comms behave the same.
 
-Addresses are "scheme://location": "tcp://host:port" or "inproc://name".
+Addresses are "scheme://location": "tcp://host:port", "tls://host:port" or
+"inproc://name". Every transport runs the same handshake (token
+challenge-response included, see handshake.py) before the handler or the
+connector sees the comm, with the credentials of the ``Security`` passed to
+``connect``/``listen``.
 """
 
 from __future__ import annotations
@@ -15,10 +19,12 @@ import asyncio
 import collections
 import importlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from teamster.runtime.comm.serialize import dumps_message, loads_message
+from teamster.security import Security
 
 logger = logging.getLogger("teamster.runtime.comm")
 
@@ -30,6 +36,7 @@ Handler = Callable[["Comm"], Awaitable[None]]
 #: lazily so the transports may import this module.
 _BACKENDS = {
     "tcp": "teamster.runtime.comm.tcp",
+    "tls": "teamster.runtime.comm.tls",
     "inproc": "teamster.runtime.comm.inproc",
 }
 
@@ -64,21 +71,45 @@ def parse_address(address: str) -> tuple[str, str]:
     return scheme, location
 
 
-async def connect(address: str, *, handshake: dict[str, Any], timeout: float = 10.0,
-                  **kwargs: Any) -> Comm:
-    """Connect to ``address`` and exchange handshakes; see the transport's ``connect``."""
+def check_scheme(address: str, security: Security) -> str:
+    """The scheme of ``address``; a clear error if ``security`` does not fit it."""
     scheme, _ = parse_address(address)
+    if scheme == "tls" and not security.tls:
+        raise ValueError(
+            f"{address} is a TLS address, but no TLS certificates were given: pass "
+            "security=teamster.Security(tls_ca=..., tls_cert=..., tls_key=...) "
+            "(CLI: --tls-ca, --tls-cert, --tls-key)")
+    if scheme == "tcp" and security.tls:
+        raise ValueError(
+            f"{address} is a plain-TCP address, but this process is configured for TLS "
+            f"({security!r}) and will not talk unencrypted: use the tls:// address")
+    return scheme
+
+
+async def connect(address: str, *, handshake: dict[str, Any], timeout: float = 10.0,
+                  security: Security | None = None, **kwargs: Any) -> Comm:
+    """Connect to ``address`` and run the handshake; see the transport's ``connect``.
+
+    Raises ``teamster.errors.AuthenticationError`` at once if the peer refuses
+    our token (or cannot prove it knows it).
+    """
+    security = security or Security()
+    scheme = check_scheme(address, security)
     backend = importlib.import_module(_BACKENDS[scheme])
-    comm: Comm = await backend.connect(address, handshake=handshake, timeout=timeout, **kwargs)
+    comm: Comm = await backend.connect(address, handshake=handshake, timeout=timeout,
+                                       security=security, **kwargs)
     return comm
 
 
 async def listen(address: str, handler: Handler, *, handshake: dict[str, Any],
-                 **kwargs: Any) -> Listener:
-    """Listen on ``address``; ``handler(comm)`` runs per connection after the handshake."""
-    scheme, _ = parse_address(address)
+                 security: Security | None = None, **kwargs: Any) -> Listener:
+    """Listen on ``address``; ``handler(comm)`` runs per connection after the handshake
+    (which, with a token in ``security``, authenticated the peer)."""
+    security = security or Security()
+    scheme = check_scheme(address, security)
     backend = importlib.import_module(_BACKENDS[scheme])
-    listener: Listener = await backend.listen(address, handler, handshake=handshake, **kwargs)
+    listener: Listener = await backend.listen(address, handler, handshake=handshake,
+                                              security=security, **kwargs)
     return listener
 
 
@@ -141,6 +172,10 @@ class Comm(abc.ABC):
     def handshake_complete(self) -> None:  # noqa: B027 - optional hook
         """Called by ``exchange_handshake`` once the peer is accepted: lift the
         small pre-handshake size limits. Transports without limits ignore it."""
+
+    def expect_handshake_message(self) -> None:  # noqa: B027 - optional hook
+        """Called by ``exchange_handshake`` before reading a further handshake
+        message: parse exactly one more, still under the pre-handshake limits."""
 
     def _on_inbox_drained(self) -> None:  # noqa: B027 - optional hook
         """Called when the inbox shrank below its low-water mark (flow control)."""
@@ -245,35 +280,95 @@ class Listener(abc.ABC):
         return f"<{type(self).__name__} {self.address}>"
 
 
+class RejectionLog:
+    """One WARNING line per rejected connection, but at most ``burst`` per
+    ``window`` seconds: a flood of bad connections must not flood the log
+    (nor the disk); the ones not shown are counted in the next line."""
+
+    def __init__(self, burst: int = 20, window: float = 60.0) -> None:
+        self.burst = burst
+        self.window = window
+        self._window_start = -window
+        self._shown = 0
+        self._suppressed = 0
+
+    def reject(self, peer: str, why: object) -> None:
+        now = time.monotonic()
+        if now - self._window_start >= self.window:
+            if self._suppressed:
+                logger.warning("%d more connections were rejected in the last %.0fs "
+                               "(not logged one by one)", self._suppressed, self.window)
+            self._window_start, self._shown, self._suppressed = now, 0, 0
+        if self._shown < self.burst:
+            self._shown += 1
+            logger.warning("Rejected connection from %s: %s", peer, why)
+        else:
+            self._suppressed += 1
+
+
 class HandlerRunner:
     """Per-connection tasks of a listener: handshake, handler, close, logging.
 
     Shared by all transports so a failing handler or a bad peer is handled the
     same way everywhere: that one connection is closed and the event logged.
+    The handshake (authentication included) must finish within
+    ``handshake_timeout`` and at most ``MAX_PENDING`` connections may be in it
+    at once, so silent or slow peers cannot pile up sockets and memory.
     """
 
-    def __init__(self, handler: Handler, handshake: dict[str, Any], handshake_timeout: float):
+    #: Connections allowed in their handshake at once; more are closed at once.
+    MAX_PENDING = 1024
+
+    def __init__(self, handler: Handler, handshake: dict[str, Any], handshake_timeout: float,
+                 security: Security | None = None):
         self._handler = handler
         self._handshake = handshake
         self._handshake_timeout = handshake_timeout
+        self._token = (security or Security()).token_bytes
         #: Connections being served: their comm -> the task serving it.
         self.tasks: dict[Comm, asyncio.Task[None]] = {}
+        #: Other tasks of this listener (TLS handshakes before a comm exists).
+        self.side_tasks: set[asyncio.Task[Any]] = set()
+        #: Connections not yet through their handshake (TLS or ours).
+        self.pending = 0
+        self.rejections = RejectionLog()
+
+    def admit(self) -> bool:
+        """Whether one more unauthenticated connection may start its handshake."""
+        return self.pending < self.MAX_PENDING
 
     def start(self, comm: Comm) -> None:
         task = asyncio.get_running_loop().create_task(self._serve(comm))
         self.tasks[comm] = task
         task.add_done_callback(lambda _t: self.tasks.pop(comm, None))
 
+    def start_side_task(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.side_tasks.add(task)
+        task.add_done_callback(self.side_tasks.discard)
+
     async def _serve(self, comm: Comm) -> None:
         from teamster.runtime.comm.handshake import exchange_handshake
 
-        try:
-            await asyncio.wait_for(exchange_handshake(comm, self._handshake),
-                                   self._handshake_timeout)
-        except Exception as e:  # bad peer, timeout, garbage: drop this connection only
-            logger.info("Rejected connection from %s during handshake: %s", comm.peer_address, e)
+        if not self.admit():
+            self.rejections.reject(comm.peer_address,
+                                   f"more than {self.MAX_PENDING} connections are in their "
+                                   "handshake")
             comm.abort()
             return
+        self.pending += 1
+        try:
+            await asyncio.wait_for(
+                exchange_handshake(comm, self._handshake, token=self._token, initiator=False),
+                self._handshake_timeout)
+        except Exception as e:  # bad peer, timeout, garbage: drop this connection only
+            if isinstance(e, TimeoutError):
+                e = TimeoutError(f"no valid handshake within {self._handshake_timeout}s")
+            self.rejections.reject(comm.peer_address, e)
+            comm.abort()
+            return
+        finally:
+            self.pending -= 1
         try:
             await self._handler(comm)
         except CommClosedError as e:
@@ -288,8 +383,10 @@ class HandlerRunner:
                 comm.abort()
 
     async def close(self) -> None:
+        for task in list(self.side_tasks):
+            task.cancel()
         for comm, task in list(self.tasks.items()):
             task.cancel()
             comm.abort()
-        if self.tasks:
-            await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        if self.tasks or self.side_tasks:
+            await asyncio.gather(*self.tasks.values(), *self.side_tasks, return_exceptions=True)

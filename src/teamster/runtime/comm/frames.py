@@ -63,6 +63,15 @@ def normalize_frames(frames: list[Any]) -> tuple[list[Any], bytes, int]:
     return out, prefix, sum(lengths)
 
 
+def _tls_hint(head: bytes | bytearray) -> str:
+    """Say so when the bytes look like a TLS record (handshake or alert): the
+    usual reason for garbage is TLS on one end and plain TCP on the other."""
+    if len(head) >= 3 and head[0] in (0x15, 0x16) and head[1] == 0x03 and head[2] <= 0x04:
+        return ("; the peer speaks TLS: use a tls:// address and "
+                "teamster.Security(tls_ca=..., tls_cert=..., tls_key=...) on both ends")
+    return ""
+
+
 class FrameReader:
     """Incremental parser of the frame protocol; see the module docstring."""
 
@@ -93,9 +102,10 @@ class FrameReader:
         self.max_frames = max_frames
         self.max_size = max_size
 
-    def resume(self) -> None:
-        """Leave halt mode and parse whatever arrived meanwhile."""
-        self.halt_after_one = False
+    def resume(self, halt_after_one: bool = False) -> None:
+        """Parse whatever arrived meanwhile; with ``halt_after_one``, stop again
+        after one more message (a further handshake message)."""
+        self.halt_after_one = halt_after_one
         self.halted = False
         self._parse()
 
@@ -134,7 +144,8 @@ class FrameReader:
                 break
             (n,) = _U64.unpack_from(buf, start)
             if not 1 <= n <= self.max_frames:
-                raise ProtocolError(f"invalid frame count {n} (limit {self.max_frames})")
+                raise ProtocolError(f"invalid frame count {n} (limit {self.max_frames})"
+                                    + _tls_hint(buf[start : start + 3]))
             prefix = 8 + 8 * n
             if avail < prefix:
                 self._make_room(prefix)

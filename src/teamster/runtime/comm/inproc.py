@@ -26,6 +26,7 @@ from teamster.runtime.comm.core import (
 )
 from teamster.runtime.comm.frames import DEFAULT_MAX_MESSAGE_SIZE, normalize_frames
 from teamster.runtime.comm.handshake import exchange_handshake
+from teamster.security import Security
 
 __all__ = ["InProcComm", "InProcListener", "connect", "listen", "comm_pair"]
 
@@ -107,20 +108,21 @@ class InProcListener(Listener):
 
 
 async def listen(address: str, handler: Handler, *, handshake: dict[str, Any],
-                 handshake_timeout: float = 10.0, **_ignored: Any) -> InProcListener:
+                 handshake_timeout: float = 10.0, security: Security | None = None,
+                 **_ignored: Any) -> InProcListener:
     """Listen on "inproc://name"; "inproc://" picks a unique name."""
     _, name = parse_address(address)
     name = name or f"listener-{next(_ids)}"
     if name in _LISTENERS:
         raise OSError(f"inproc address {address!r} is already in use")
-    listener = InProcListener(name, HandlerRunner(handler, handshake, handshake_timeout),
+    listener = InProcListener(name, HandlerRunner(handler, handshake, handshake_timeout, security),
                               asyncio.get_running_loop())
     _LISTENERS[name] = listener
     return listener
 
 
 async def connect(address: str, *, handshake: dict[str, Any], timeout: float = 10.0,
-                  **_ignored: Any) -> InProcComm:
+                  security: Security | None = None, **_ignored: Any) -> InProcComm:
     """Connect to an inproc listener, waiting up to ``timeout`` for it to appear."""
     _, name = parse_address(address)
     loop = asyncio.get_running_loop()
@@ -140,7 +142,8 @@ async def connect(address: str, *, handshake: dict[str, Any], timeout: float = 1
     ours, theirs = comm_pair(f"inproc://{name}/client-{next(_ids)}", listener.address)
     listener.runner.start(theirs)
     try:
-        await asyncio.wait_for(exchange_handshake(ours, handshake),
+        token = (security or Security()).token_bytes
+        await asyncio.wait_for(exchange_handshake(ours, handshake, token=token, initiator=True),
                                max(deadline - loop.time(), 0.001))
     except TimeoutError:
         ours.abort()

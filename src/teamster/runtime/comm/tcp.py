@@ -12,6 +12,12 @@ whatever the socket did not take at once into a private bytearray, so there
 we write large messages in ``_WRITE_CHUNK`` pieces and wait for the buffer to
 drain between them: that bounds the extra memory to about one chunk instead of
 a second copy of the whole payload.
+
+TLS ("tls://", see tls.py) is this same comm over an SSL transport: the
+event loop decrypts into our buffers (``BufferedProtocol`` works over SSL).
+TLS listeners accept connections themselves (``_TLSServer``) so that a failed
+TLS handshake is logged with the peer's address, bounded by the handshake
+timeout, and counted against the pending-handshake cap like any other.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
+import ssl
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -29,6 +36,7 @@ from teamster.runtime.comm.core import (
     Frames,
     Handler,
     HandlerRunner,
+    HandshakeError,
     Listener,
     ProtocolError,
     logger,
@@ -41,6 +49,7 @@ from teamster.runtime.comm.frames import (
     normalize_frames,
 )
 from teamster.runtime.comm.handshake import MAX_HANDSHAKE_SIZE, exchange_handshake
+from teamster.security import Security
 
 __all__ = ["Comm", "TCPComm", "TCPListener", "connect", "listen"]
 
@@ -54,28 +63,31 @@ def _loop_copies_writes(loop: asyncio.AbstractEventLoop) -> bool:
     return not type(loop).__module__.startswith("uvloop")
 
 
-def parse_host_port(location: str) -> tuple[str, int]:
+def parse_host_port(location: str, scheme: str = "tcp") -> tuple[str, int]:
     """"host:port" or "[v6]:port" -> (host, port)."""
     host, sep, port = location.rpartition(":")
     if not sep or not port.isdigit():
-        raise ValueError(f"Invalid TCP address {location!r}: expected 'tcp://host:port'")
+        raise ValueError(f"Invalid {scheme.upper()} address {location!r}: expected "
+                         f"'{scheme}://host:port'")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     return host, int(port)
 
 
-def format_address(sockname: Any) -> str:
+def format_address(sockname: Any, scheme: str = "tcp") -> str:
     host, port = sockname[0], sockname[1]
-    return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 class TCPComm(Comm, asyncio.BufferedProtocol):
     """One TCP connection. Created by ``connect``/``listen``, not by users."""
 
     def __init__(self, *, max_message_size: int,
-                 on_connected: Callable[[TCPComm], None] | None = None) -> None:
+                 on_connected: Callable[[TCPComm], None] | None = None,
+                 scheme: str = "tcp") -> None:
         super().__init__()
-        self.peer_address = self.local_address = "tcp://<unconnected>"
+        self.scheme = scheme
+        self.peer_address = self.local_address = f"{scheme}://<unconnected>"
         self._max_message_size = max_message_size
         self._on_connected = on_connected
         #: Before the handshake only one small frame is accepted, so an
@@ -92,6 +104,8 @@ class TCPComm(Comm, asyncio.BufferedProtocol):
         self._write_lock = asyncio.Lock()
         self._copies_writes = True
         self._lost: asyncio.Future[None] | None = None
+        #: True once the handshake accepted the peer.
+        self._authenticated = False
 
     # -- asyncio protocol callbacks -------------------------------------------
 
@@ -100,7 +114,8 @@ class TCPComm(Comm, asyncio.BufferedProtocol):
         self._transport = cast(asyncio.Transport, transport)
         loop = asyncio.get_running_loop()
         self._lost = loop.create_future()
-        self._copies_writes = _loop_copies_writes(loop)
+        # An SSL transport copies (encrypts) whatever we write, on any loop.
+        self._copies_writes = self.scheme == "tls" or _loop_copies_writes(loop)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             try:  # latency of tiny messages matters more than packet count
@@ -108,8 +123,11 @@ class TCPComm(Comm, asyncio.BufferedProtocol):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
             except OSError:  # pragma: no cover - platform specific
                 pass
-        self.peer_address = format_address(transport.get_extra_info("peername"))
-        self.local_address = format_address(transport.get_extra_info("sockname"))
+        self.peer_address = format_address(transport.get_extra_info("peername"), self.scheme)
+        self.local_address = format_address(transport.get_extra_info("sockname"), self.scheme)
+        if self._reader.halted or self._inbox.full():
+            # Over TLS, data may be delivered before connection_made (start_tls).
+            self._pause_reading()
         if self._on_connected is not None:
             self._on_connected(self)
 
@@ -221,7 +239,17 @@ class TCPComm(Comm, asyncio.BufferedProtocol):
     def closed(self) -> bool:
         return self._closed
 
+    def expect_handshake_message(self) -> None:
+        try:
+            self._reader.resume(halt_after_one=True)  # limits stay small
+        except ProtocolError as e:
+            self._fail(ProtocolError(f"Garbled data from {self.peer_address}: {e}"))
+            return
+        if self._reading_paused and not self._reader.halted and not self._inbox.full():
+            self._resume_reading()
+
     def handshake_complete(self) -> None:
+        self._authenticated = True
         self._reader.set_limits(max_frames=DEFAULT_MAX_FRAMES, max_size=self._max_message_size)
         try:
             self._reader.resume()  # parse what the peer sent right after its handshake
@@ -247,7 +275,10 @@ class TCPComm(Comm, asyncio.BufferedProtocol):
 
     def _fail(self, error: ProtocolError) -> None:
         """Close this connection (only) because the peer broke the protocol."""
-        logger.warning("%s; closing the connection", error)
+        if self._authenticated:
+            logger.warning("%s; closing the connection", error)
+        else:  # the listener logs the rejected handshake, once
+            logger.debug("%s; closing the connection", error)
         self._inbox.close(error)
         self._closed = True
         if self._transport is not None:
@@ -255,16 +286,24 @@ class TCPComm(Comm, asyncio.BufferedProtocol):
 
 
 async def connect(address: str, *, handshake: dict[str, Any], timeout: float = 10.0,
-                  max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> TCPComm:
-    """Connect to "tcp://host:port" and exchange handshakes.
+                  max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+                  security: Security | None = None,
+                  ssl_context: ssl.SSLContext | None = None) -> TCPComm:
+    """Connect to "tcp://host:port" (or, with ``ssl_context``, "tls://...") and
+    run the handshake with ``security``'s token.
 
     Retries refused/failed connections with jittered exponential backoff, so
     a worker may start before its scheduler. Raises ``ConnectTimeoutError`` if
     no connection and handshake completed within ``timeout`` seconds, and
-    ``HandshakeError`` (not retried) if the peer is incompatible.
+    ``HandshakeError`` or ``AuthenticationError`` (not retried) if the peer is
+    incompatible, refuses us, or fails the TLS handshake.
     """
-    _, location = parse_address(address)
-    host, port = parse_host_port(location)
+    scheme, location = parse_address(address)
+    host, port = parse_host_port(location, scheme)
+    token = (security or Security()).token_bytes
+    tls_options: dict[str, Any] = {}
+    if ssl_context is not None:
+        tls_options = {"ssl": ssl_context, "server_hostname": host}
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     backoff = 0.005
@@ -282,21 +321,29 @@ async def connect(address: str, *, handshake: dict[str, Any], timeout: float = 1
             raise timed_out(last_error)
         try:
             _, comm = await asyncio.wait_for(
-                loop.create_connection(lambda: TCPComm(max_message_size=max_message_size),
-                                       host, port),
+                loop.create_connection(
+                    lambda: TCPComm(max_message_size=max_message_size, scheme=scheme),
+                    host, port, **tls_options),
                 remaining,
             )
             break
         except TimeoutError:  # before OSError: asyncio's TimeoutError is an OSError
             last_error = "connection attempt did not complete"
         except OSError as e:
+            if ssl_context is not None and isinstance(e, (ssl.SSLError, ConnectionResetError)):
+                # Something accepted the connection and then failed TLS: a wrong
+                # certificate or a plain-TCP listener. Waiting will not fix it.
+                raise HandshakeError(
+                    f"TLS handshake with {address} failed: {e}. Check that the peer listens "
+                    "with TLS (it prints a tls:// address) and that both certificates are "
+                    "signed by the CA given as tls_ca") from None
             last_error = e
             delay = min(backoff * (0.5 + random.random()), deadline - loop.time())
             backoff = min(backoff * 2, 1.0)
             if delay > 0:
                 await asyncio.sleep(delay)
     try:
-        await asyncio.wait_for(exchange_handshake(comm, handshake),
+        await asyncio.wait_for(exchange_handshake(comm, handshake, token=token, initiator=True),
                                max(deadline - loop.time(), 0.001))
     except TimeoutError:
         comm.abort()
@@ -310,7 +357,8 @@ async def connect(address: str, *, handshake: dict[str, Any], timeout: float = 1
 class TCPListener(Listener):
     """A listening TCP socket; see ``listen``."""
 
-    def __init__(self, server: asyncio.Server, runner: HandlerRunner, address: str,
+    def __init__(self, server: asyncio.AbstractServer | _TLSServer, runner: HandlerRunner,
+                 address: str,
                  bound_address: str) -> None:
         self._server = server
         self._runner = runner
@@ -330,8 +378,10 @@ class TCPListener(Listener):
 
 async def listen(address: str, handler: Handler, *, handshake: dict[str, Any],
                  max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-                 handshake_timeout: float = 10.0) -> TCPListener:
-    """Listen on "tcp://host:port" (port 0 picks a free port).
+                 handshake_timeout: float = 10.0, security: Security | None = None,
+                 ssl_context: ssl.SSLContext | None = None) -> TCPListener:
+    """Listen on "tcp://host:port" (port 0 picks a free port), or with
+    ``ssl_context`` on "tls://host:port".
 
     ``handler(comm)`` runs in its own task per connection once the handshake
     succeeded; the comm is closed when the handler returns. Failed handshakes,
@@ -341,27 +391,105 @@ async def listen(address: str, handler: Handler, *, handshake: dict[str, Any],
     empty) it reports the IP of the interface holding the default route, or
     127.0.0.1 when there is none, as workers on other hosts need a routable IP.
     """
-    _, location = parse_address(address)
-    host, port = parse_host_port(location)
-    runner = HandlerRunner(handler, handshake, handshake_timeout)
+    scheme, location = parse_address(address)
+    host, port = parse_host_port(location, scheme)
+    runner = HandlerRunner(handler, handshake, handshake_timeout, security)
 
     def on_connected(comm: TCPComm) -> None:
         runner.start(comm)
 
+    def make_comm() -> TCPComm:
+        return TCPComm(max_message_size=max_message_size, on_connected=on_connected,
+                       scheme=scheme)
+
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(
-        lambda: TCPComm(max_message_size=max_message_size, on_connected=on_connected),
-        host or "0.0.0.0",
-        port,
-    )
+    server: asyncio.AbstractServer | _TLSServer
+    if ssl_context is None:
+        server = await loop.create_server(make_comm, host or "0.0.0.0", port)
+    else:
+        server = _TLSServer(host or "0.0.0.0", port, ssl_context, runner, make_comm,
+                            handshake_timeout)
     sockname = server.sockets[0].getsockname()
-    bound = format_address(sockname)
+    bound = format_address(sockname, scheme)
     if sockname[0] in ("0.0.0.0", "::"):
         reachable = format_address((_reachable_ip(socket.AF_INET6 if ":" in sockname[0]
-                                                  else socket.AF_INET), sockname[1]))
+                                                  else socket.AF_INET), sockname[1]), scheme)
     else:
         reachable = bound
     return TCPListener(server, runner, reachable, bound)
+
+
+class _TLSServer:
+    """Accepts TCP connections itself and gives each to ``connect_accepted_socket``
+    with the SSL context, so that a failed or stalled TLS handshake surfaces
+    here: it is logged with the peer's address, bounded by the handshake
+    timeout and counted against the pending-handshake cap. (With
+    ``create_server(ssl=...)`` the event loop would swallow it.)"""
+
+    def __init__(self, host: str, port: int, context: ssl.SSLContext, runner: HandlerRunner,
+                 make_comm: Callable[[], TCPComm], timeout: float) -> None:
+        info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, _, _, _, sockaddr = info[0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(sockaddr)
+            sock.listen(1024)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        self.sockets = [sock]
+        self._context = context
+        self._runner = runner
+        self._make_comm = make_comm
+        self._timeout = timeout
+        self._accepting = asyncio.get_running_loop().create_task(self._accept_forever())
+
+    async def _accept_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(self.sockets[0])
+            except OSError as e:  # e.g. out of file descriptors: keep serving
+                logger.warning("accept() failed on %s: %s", self.sockets[0].getsockname(), e)
+                await asyncio.sleep(0.1)
+                continue
+            self._runner.start_side_task(self._handshake(conn))
+
+    async def _handshake(self, conn: socket.socket) -> None:
+        """TLS handshake of one accepted connection; the comm handshake follows
+        (the comm's ``connection_made`` starts it, as for TCP)."""
+        runner = self._runner
+        try:
+            peer = format_address(conn.getpeername(), "tls")
+        except OSError:
+            conn.close()
+            return
+        if not runner.admit():
+            runner.rejections.reject(peer, f"more than {runner.MAX_PENDING} connections are "
+                                           "in their handshake")
+            conn.close()
+            return
+        runner.pending += 1
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(
+                self._make_comm, conn, ssl=self._context, ssl_handshake_timeout=self._timeout)
+        except Exception as e:  # a plain-TCP client, a bad certificate, a silent peer
+            runner.rejections.reject(peer, f"TLS handshake failed: {str(e) or type(e).__name__}")
+            conn.close()
+        except BaseException:
+            conn.close()
+            raise
+        finally:
+            runner.pending -= 1
+
+    def close(self) -> None:
+        self._accepting.cancel()
+        self.sockets[0].close()
+
+    async def wait_closed(self) -> None:
+        await asyncio.gather(self._accepting, return_exceptions=True)
 
 
 def _reachable_ip(family: socket.AddressFamily) -> str:

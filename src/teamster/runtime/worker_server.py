@@ -63,7 +63,7 @@ class WorkerServer:
         memory_limit: int = 0,
         resources: dict[str, float] | None = None,
         validate: bool | None = None,
-        heartbeat_interval: float = 1.0,
+        heartbeat_interval: float = 0.5,
         connect_timeout: float = 30.0,
         security: Security | None = None,
     ) -> None:

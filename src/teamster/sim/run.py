@@ -76,7 +76,7 @@ class Simulation:
         batch_interval: float = BATCH_INTERVAL,
         validate: bool | None = None,
         validate_every: int | None = None,
-        heartbeat_interval: float = 1.0,
+        heartbeat_interval: float = 0.5,
         heartbeat_timeout: float = 60.0,
         tick_interval: float = 1.0,
         trace: bool = True,

@@ -9,6 +9,7 @@ never a scan of all workers or tasks.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from itertools import islice
 from typing import TYPE_CHECKING
@@ -59,6 +60,9 @@ class Placement:
         #: Hard cap on tasks queued per thread, so memory stays bounded for tiny tasks.
         self.max_per_thread = 500
         self.latency = DEFAULT_LATENCY
+        #: The worker the scheduler is refilling (it just gained room): always
+        #: a candidate while it is idle.
+        self.filling: WorkerInfo | None = None
         #: Measured bandwidth over all transfers, and per (source, destination).
         self.bandwidth = DEFAULT_BANDWIDTH
         self.pair_bandwidth: dict[tuple[str, str], float] = {}
@@ -165,7 +169,14 @@ class Placement:
             if pairs and nbytes >= LARGE_TRANSFER and holders:
                 bw = pairs.get((next(iter(holders)).address, ws.address), default_bw)
             one = nbytes / bw
-            if nbytes >= LARGE_TRANSFER and n_fetching < n_holders:
+            if nbytes >= LARGE_TRANSFER and n_fetching >= n_holders:
+                if duration < 0:
+                    duration = self.estimate_duration(ts)
+                if ts.prefix.duration_average is None:
+                    # Every holder's link is taken and the task's duration is
+                    # a guess: a crowded copy is not worth starting on a guess.
+                    return math.inf
+            elif nbytes >= LARGE_TRANSFER:
                 if len(dts.waiters) > 1:
                     if duration < 0:
                         duration = self.estimate_duration(ts)
@@ -236,21 +247,32 @@ class Placement:
             # replicated on thousands of workers.
             top = (list(deps) if len(deps) == 1 else
                    sorted(deps, key=_larger_first)[:DEPENDENCY_CANDIDATES])
+            measured = ts.prefix.duration_average is not None
             for dts in top:
                 # A small input is not worth waiting for: its holders count
-                # only while idle (then locality is free).
-                busy_ok = dts.nbytes >= SMALL_INPUT
+                # only while idle (then locality is free). Nor is a large one
+                # while the task's duration is a guess (late binding explores).
+                busy_ok = measured and dts.nbytes >= SMALL_INPUT
                 for ws in islice(dts.who_has, HOLDER_SCAN):
                     if (busy_ok or ws in idle) and ws not in candidates:
                         candidates.append(ws)
         for ws in state.idle_by_load.lowest(IDLE_CANDIDATES):
             if ws not in candidates:
                 candidates.append(ws)
-        if len(candidates) == 1:
-            return candidates[0]
+        filling = self.filling
+        if filling is not None and filling in idle and filling not in candidates:
+            candidates.append(filling)
         # (A busy holder wins only while its queue is shorter than moving the
         # input: the score bounds how deep it gets.)
-        return min(candidates, key=lambda ws: self.score(ts, ws))
+        best_score = math.inf
+        best = None
+        for ws in candidates:
+            score = self.score(ts, ws)
+            if score < best_score:
+                best, best_score = ws, score
+        # None: every candidate needs a crowded copy of an input on a guess;
+        # the task waits in the queue for a holder or a measurement.
+        return best
 
 
 def start_fetching_inputs(ts: TaskState, ws: WorkerInfo) -> None:

@@ -31,6 +31,10 @@ from teamster.core.scheduler.stealing import Stealing
 from teamster.core.scheduler.validation import validate_state, validate_task
 from teamster.core.story import InvalidTransition, StoryEntry, TransitionLog
 
+#: A task running this long, and over twice its estimate, blocks its thread:
+#: once every thread of a worker is blocked, its queued tasks are taken back.
+STUCK_AFTER = 0.1
+
 #: A task that was running on this many workers when each of them died is
 #: presumed to be what kills them, and is failed rather than retried forever.
 ALLOWED_FAILURES = 3
@@ -176,6 +180,7 @@ class SchedulerState:
             ws, _ = self._freed.popitem()
             if self.workers.get(ws.address) is not ws:
                 continue
+            self.placement.filling = ws
             while ws in self.idle and self.n_queued:
                 ts = self._pop_queue()
                 if ts is None:
@@ -184,6 +189,7 @@ class SchedulerState:
                 if ts.state == "queued":  # nowhere to go after all
                     self.push_queue(ts)
                     break
+            self.placement.filling = None
             if ws in self.idle and not self.n_queued and self.victims:
                 # Dry, and nothing waits in the scheduler: take queued work
                 # from the most backlogged workers now, not at the next tick.
@@ -521,11 +527,14 @@ class SchedulerState:
         ws.last_seen = ev.now
         ws.metrics = dict(ev.metrics)
         changed = False
+        stuck = 0
         for key, elapsed in ev.executing:
             ts = self.tasks.get(key)
             if ts is None or ts.processing_on is not ws:
                 continue
             estimate = ws.processing[ts]
+            if elapsed > 2 * estimate and elapsed > STUCK_AFTER:
+                stuck += 1
             if elapsed <= estimate:
                 continue
             # Running past its estimate: it will take at least this long, and
@@ -538,6 +547,8 @@ class SchedulerState:
                 prefix.duration_average = elapsed
         if changed:
             self.update_idle(ws)
+        if stuck >= ws.nthreads and len(ws.processing) - ws.n_outgoing > ws.nthreads:
+            self.stealing.take_back(ws, ev.stimulus_id)
 
     def _tick(self, ev: Tick) -> None:
         deadline = ev.now - self.heartbeat_timeout

@@ -45,7 +45,8 @@ PERIODIC_THIEVES = 8
 class Steal(NamedTuple):
     steal_id: int
     victim: WorkerInfo
-    thief: WorkerInfo
+    #: None: taken back into the scheduler, to be placed like any ready task.
+    thief: WorkerInfo | None
     #: The duration reserved on the thief.
     duration: float
 
@@ -108,6 +109,20 @@ class Stealing:
                     break
         return sent
 
+    def take_back(self, victim: WorkerInfo, stimulus_id: str) -> None:
+        """Every thread of ``victim`` runs a task far past its estimate: its
+        queued tasks would wait for who knows how long. Ask for them back and
+        place them again (on whichever worker frees up first)."""
+        spare = len(victim.processing) - victim.nthreads - victim.n_outgoing
+        pending = self.pending
+        for ts in islice(reversed(victim.processing), SCAN):
+            if spare <= 0:
+                return
+            if ts in pending or ts in self.refused:
+                continue
+            self._request(ts, victim, None, victim.processing[ts], stimulus_id)
+            spare -= 1
+
     def periodic(self, stimulus_id: str) -> None:
         """A bounded pass for hungry workers the event-driven trigger missed."""
         s = self.state
@@ -116,19 +131,20 @@ class Stealing:
         for thief in s.rotate_idle(PERIODIC_THIEVES):
             self.balance(thief, stimulus_id)
 
-    def _request(self, ts: TaskState, victim: WorkerInfo, thief: WorkerInfo,
+    def _request(self, ts: TaskState, victim: WorkerInfo, thief: WorkerInfo | None,
                  duration: float, stimulus_id: str) -> None:
         self._next_id += 1
         self.pending[ts] = Steal(self._next_id, victim, thief, duration)
-        thief.n_incoming += 1
-        thief.occupancy += duration
         victim.n_outgoing += 1
         self.n_requested += 1
-        # The thief's copies of the inputs count as under way from now on, or
-        # the next thief would see the holders' links free and pile on.
-        start_fetching_inputs(ts, thief)
         s = self.state
-        s.update_idle(thief)
+        if thief is not None:
+            thief.n_incoming += 1
+            thief.occupancy += duration
+            # The thief's copies of the inputs count as under way from now on,
+            # or the next thief would see the holders' links free and pile on.
+            start_fetching_inputs(ts, thief)
+            s.update_idle(thief)
         s.update_idle(victim)
         s.out.append(SendToWorker(victim.address,
                                   StealRequest(ts.key, self._next_id, stimulus_id)))
@@ -137,13 +153,14 @@ class Stealing:
 
     def _settle(self, steal: Steal, ts: TaskState) -> None:
         thief = steal.thief
-        stop_fetching_inputs(ts, thief)
-        thief.n_incoming -= 1
-        thief.occupancy -= steal.duration
-        if not thief.n_incoming and not thief.processing:
-            thief.occupancy = 0.0  # no float drift survives an empty worker
         steal.victim.n_outgoing -= 1
-        self.state.update_idle(thief)
+        if thief is not None:
+            stop_fetching_inputs(ts, thief)
+            thief.n_incoming -= 1
+            thief.occupancy -= steal.duration
+            if not thief.n_incoming and not thief.processing:
+                thief.occupancy = 0.0  # no float drift survives an empty worker
+            self.state.update_idle(thief)
         self.state.update_idle(steal.victim)
 
     def cancel(self, ts: TaskState) -> None:
@@ -151,7 +168,8 @@ class Stealing:
         steal = self.pending.pop(ts, None)
         if steal is not None:
             self._settle(steal, ts)
-            self.state.freed(steal.thief)
+            if steal.thief is not None:
+                self.state.freed(steal.thief)
         self.refused.pop(ts, None)
 
     def response(self, ev: StealResponse) -> None:
@@ -166,17 +184,19 @@ class Stealing:
         if not ev.stolen:
             self.n_refused += 1
             self.refused[ts] = None
-            s.freed(thief)
+            if thief is not None:
+                s.freed(thief)
             return
         self.n_moved += 1
         s.unassign(ts, victim)
         stop_fetching_inputs(ts, victim)
-        if s.workers.get(thief.address) is thief and s.placement.may_run(ts, thief):
+        if (thief is not None and s.workers.get(thief.address) is thief
+                and s.placement.may_run(ts, thief)):
             s.log_entry(ts.key, "processing", f"stolen:{victim.address}->{thief.address}",
                         ev.stimulus_id)
             s.assign(ts, thief, ev.stimulus_id)
         else:
-            # The thief left meanwhile: place it like any ready task.
+            # Taken back, or the thief left meanwhile: place it like any ready task.
             ts.state = "waiting"
             s.log_entry(ts.key, "processing", "waiting", ev.stimulus_id)
             s.recommend(ts, "processing")

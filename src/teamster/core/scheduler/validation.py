@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from teamster.core.scheduler.entities import TASK_STATES, TaskState, WorkerInfo
+from teamster.core.scheduler.placement import LARGE_TRANSFER
 from teamster.core.story import InvariantError
 
 if TYPE_CHECKING:
@@ -142,9 +143,12 @@ def validate_state(s: SchedulerState) -> None:
         if s.workers.get(ws.address) is not ws:
             _fail(s, None, f"idle holds removed worker {ws.address}")
     # Late binding's liveness: a queued task waits only while every worker is
-    # saturated. (A worker with no threads is never idle: is_saturated.)
+    # saturated (a worker with no threads is never idle: is_saturated), or
+    # the first in line waits for a holder of a large input (placement.py).
     if s.n_queued and s.idle:
-        _fail(s, None, "tasks queued while workers are idle")
+        head = next((ts for _, seq, ts in sorted(s.queue) if ts.queue_seq == seq), None)
+        if head is None or not any(d.nbytes >= LARGE_TRANSFER for d in head.dependencies):
+            _fail(s, head, "tasks queued while workers are idle")
     for cid, cs in s.clients.items():
         for ts in cs.wants_what:
             if cs not in ts.who_wants or s.tasks.get(ts.key) is not ts:

@@ -146,6 +146,7 @@ class WorkerInfo:
         "busy_time",
         "n_incoming",
         "n_outgoing",
+        "bandwidth",
     )
 
     def __init__(
@@ -179,6 +180,8 @@ class WorkerInfo:
         self.n_incoming = 0
         #: Its tasks being stolen by others (still in ``processing``).
         self.n_outgoing = 0
+        #: Measured bandwidth of transfers to it, bytes/s (0: none measured yet).
+        self.bandwidth = 0.0
 
     def __repr__(self) -> str:
         return f"<Worker {self.address} processing={len(self.processing)}>"

@@ -35,8 +35,8 @@ class LoadIndex:
 
     def __init__(self) -> None:
         self.buckets: list[dict[WorkerInfo, None]] = [{} for _ in range(N_BUCKETS)]
-        #: Worker -> its bucket.
-        self.where: dict[WorkerInfo, int] = {}
+        #: Worker -> (its bucket, the bucket's load range [lo, hi)).
+        self.where: dict[WorkerInfo, tuple[int, float, float]] = {}
 
     def __len__(self) -> int:
         return len(self.where)
@@ -45,19 +45,30 @@ class LoadIndex:
         return ws in self.where
 
     def set(self, ws: WorkerInfo, load: float) -> None:
-        b = 0 if load < RESOLUTION else bucket_of(load)
-        old = self.where.get(ws)
-        if old == b:
+        # Called twice per task: the common case (same bucket) is one dict
+        # lookup and two comparisons.
+        where = self.where
+        old = where.get(ws)
+        if old is not None and old[1] <= load < old[2]:
             return
+        if load < RESOLUTION:
+            b, lo, hi = 0, float("-inf"), RESOLUTION
+        else:
+            b = int(load / RESOLUTION).bit_length()
+            if b >= N_BUCKETS:
+                b = N_BUCKETS - 1
+                lo, hi = RESOLUTION * 2 ** (b - 1), float("inf")
+            else:
+                lo, hi = RESOLUTION * 2 ** (b - 1), RESOLUTION * 2**b
         if old is not None:
-            del self.buckets[old][ws]
+            del self.buckets[old[0]][ws]
         self.buckets[b][ws] = None
-        self.where[ws] = b
+        where[ws] = (b, lo, hi)
 
     def discard(self, ws: WorkerInfo) -> None:
         old = self.where.pop(ws, None)
         if old is not None:
-            del self.buckets[old][ws]
+            del self.buckets[old[0]][ws]
 
     def lowest(self, k: int) -> list[WorkerInfo]:
         """Up to k workers from the least-loaded buckets.
@@ -93,6 +104,6 @@ class LoadIndex:
         n = 0
         for b, bucket in enumerate(self.buckets):
             for ws in bucket:
-                assert self.where.get(ws) == b, f"{ws} filed in bucket {b}"
+                assert self.where[ws][0] == b, f"{ws} filed in bucket {b}"
                 n += 1
         assert n == len(self.where), "load index count mismatch"

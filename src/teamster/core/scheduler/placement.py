@@ -38,8 +38,10 @@ DEFAULT_LATENCY = 0.005
 DEPENDENCY_CANDIDATES = 4
 IDLE_CANDIDATES = 2
 #: Holders of one input looked at when gathering candidates (bounded: an
-#: input may be replicated on every worker).
+#: input may be replicated on every worker), and how many of them may be
+#: candidates.
 HOLDER_SCAN = 16
+BUSY_HOLDERS = 2
 #: Holders of one input named in a ComputeTask (the worker fetches from them).
 HOLDERS_SENT = 8
 #: Inputs smaller than this never draw a task to their busy holder: moving
@@ -68,20 +70,29 @@ class Placement:
         self.pair_bandwidth: dict[tuple[str, str], float] = {}
         self.n_bandwidth_samples = 0
 
-    def learn_transfer(self, source: str, destination: str, nbytes: int,
+    def learn_transfer(self, source: str, destination: WorkerInfo, nbytes: int,
                        seconds: float) -> None:
-        """A worker reported a transfer: refine the bandwidth estimates."""
+        """A worker reported a transfer: refine the bandwidth estimates.
+
+        Kept per (source, destination) pair for reports, and per destination
+        for placement: a task's inputs may come from any of several holders,
+        and one attribute read per input keeps scoring cheap.
+        """
         if nbytes < LARGE_TRANSFER or seconds <= 0:
             return
         bw = nbytes / seconds
+        w = BANDWIDTH_WEIGHT
         if self.n_bandwidth_samples == 0:
             self.bandwidth = bw
         else:
-            self.bandwidth += BANDWIDTH_WEIGHT * (bw - self.bandwidth)
+            self.bandwidth += w * (bw - self.bandwidth)
         self.n_bandwidth_samples += 1
-        pair = (source, destination)
+        pair = (source, destination.address)
         old = self.pair_bandwidth.get(pair)
-        self.pair_bandwidth[pair] = bw if old is None else old + BANDWIDTH_WEIGHT * (bw - old)
+        self.pair_bandwidth[pair] = bw if old is None else old + w * (bw - old)
+        old_in = destination.bandwidth
+        destination.bandwidth = bw if not old_in else old_in + w * (bw - old_in)
+
     def estimate_duration(self, ts: TaskState) -> float:
         avg = ts.prefix.duration_average
         return UNKNOWN_DURATION if avg is None else avg
@@ -148,8 +159,7 @@ class Placement:
           broadcast tree) instead of growing by one.
         """
         seconds = 0.0
-        default_bw = self.bandwidth
-        pairs = self.pair_bandwidth
+        bw = ws.bandwidth or self.bandwidth
         duration = -1.0
         for dts in ts.dependencies:
             nbytes = dts.nbytes
@@ -158,6 +168,10 @@ class Placement:
             holders = dts.who_has
             if ws in holders:
                 continue
+            one = nbytes / bw
+            if nbytes < LARGE_TRANSFER:
+                seconds += one
+                continue
             fetching = dts.fetching
             n_fetching = 0
             if fetching:
@@ -165,22 +179,17 @@ class Placement:
                     continue  # already on its way there
                 n_fetching = len(fetching)
             n_holders = len(holders) or 1
-            bw = default_bw
-            if pairs and nbytes >= LARGE_TRANSFER and holders:
-                bw = pairs.get((next(iter(holders)).address, ws.address), default_bw)
-            one = nbytes / bw
-            if nbytes >= LARGE_TRANSFER and n_fetching >= n_holders:
-                if duration < 0:
-                    duration = self.estimate_duration(ts)
+            if n_fetching >= n_holders:
                 if ts.prefix.duration_average is None:
                     # Every holder's link is taken and the task's duration is
                     # a guess: a crowded copy is not worth starting on a guess.
                     return math.inf
-            elif nbytes >= LARGE_TRANSFER:
-                if len(dts.waiters) > 1:
+            else:
+                waiters = len(dts.waiters)
+                if waiters > 1:
                     if duration < 0:
                         duration = self.estimate_duration(ts)
-                    if len(dts.waiters) * duration > 2 * one * (n_holders + n_fetching):
+                    if waiters * duration > 2 * one * (n_holders + n_fetching):
                         continue
             seconds += one * (1.0 + n_fetching / n_holders)
         return seconds
@@ -239,35 +248,48 @@ class Placement:
             preferred = [ws for ws in named if ws is not None and ws in idle]
             if preferred:
                 return min(preferred, key=lambda ws: self.score(ts, ws))
-        candidates = []
         deps = ts.dependencies
+        cand: dict[WorkerInfo, None] = {}
         if deps:
-            # Holders of the largest inputs, busy or not: running by the data
-            # may beat moving it (the score decides). Bounded: an input may be
+            # Holders of the largest inputs: running by the data may beat
+            # moving it (the score decides). Bounded: an input may be
             # replicated on thousands of workers.
-            top = (list(deps) if len(deps) == 1 else
+            top = (deps if len(deps) <= DEPENDENCY_CANDIDATES else
                    sorted(deps, key=_larger_first)[:DEPENDENCY_CANDIDATES])
             measured = ts.prefix.duration_average is not None
             for dts in top:
-                # A small input is not worth waiting for: its holders count
-                # only while idle (then locality is free). Nor is a large one
-                # while the task's duration is a guess (late binding explores).
-                busy_ok = measured and dts.nbytes >= SMALL_INPUT
-                for ws in islice(dts.who_has, HOLDER_SCAN):
-                    if (busy_ok or ws in idle) and ws not in candidates:
-                        candidates.append(ws)
-        for ws in state.idle_by_load.lowest(IDLE_CANDIDATES):
-            if ws not in candidates:
-                candidates.append(ws)
+                if measured and dts.nbytes >= SMALL_INPUT:
+                    # Busy or not: the first few (who_has rotates as
+                    # ComputeTasks name its holders, so others come next).
+                    for ws in islice(dts.who_has, BUSY_HOLDERS):
+                        cand[ws] = None
+                else:
+                    # A small input is not worth waiting for, nor a large one
+                    # while the task's duration is a guess (late binding
+                    # explores): its holders count only while idle.
+                    found = 0
+                    for ws in islice(dts.who_has, HOLDER_SCAN):
+                        if ws in idle:
+                            cand[ws] = None
+                            found += 1
+                            if found == BUSY_HOLDERS:
+                                break
+        for ws in state.rotate_idle(IDLE_CANDIDATES):
+            cand[ws] = None
         filling = self.filling
-        if filling is not None and filling in idle and filling not in candidates:
-            candidates.append(filling)
+        if filling is not None and filling in idle:
+            cand[filling] = None
+        if len(cand) == 1 and not deps:
+            return next(iter(cand))
         # (A busy holder wins only while its queue is shorter than moving the
         # input: the score bounds how deep it gets.)
         best_score = math.inf
         best = None
-        for ws in candidates:
-            score = self.score(ts, ws)
+        moves_data = any(dts.nbytes > 0 for dts in deps)
+        for ws in cand:
+            score = ws.occupancy / ws.nthreads
+            if moves_data and score < best_score:
+                score += self.transfer_time(ts, ws)
             if score < best_score:
                 best, best_score = ws, score
         # None: every candidate needs a crowded copy of an input on a guess;

@@ -107,10 +107,7 @@ def validate_state(s: SchedulerState) -> None:
         incoming[steal.thief] = incoming.get(steal.thief, 0) + 1
         outgoing[steal.victim] = outgoing.get(steal.victim, 0) + 1
     s.stealing.validate()
-    s.idle_by_load.validate()
     s.victims.validate()
-    if set(s.idle_by_load.where) != set(s.idle):
-        _fail(s, None, "idle_by_load and idle hold different workers")
     for addr, ws in s.workers.items():
         if ws.n_incoming != incoming.get(ws, 0) or ws.n_outgoing != outgoing.get(ws, 0):
             _fail(s, None, f"worker {addr} steal counters disagree with pending steals")

@@ -134,6 +134,7 @@ class WorkerInfo:
         "metrics",
         "executed",
         "busy_time",
+        "status",
     )
 
     def __init__(
@@ -163,6 +164,9 @@ class WorkerInfo:
         #: Tasks completed here and their summed measured durations (for reports).
         self.executed = 0
         self.busy_time = 0.0
+        #: "running", or "paused" while the worker is over its memory pause
+        #: fraction: a paused worker is never idle and is assigned nothing.
+        self.status = "running"
 
     def __repr__(self) -> str:
         return f"<Worker {self.address} processing={len(self.processing)}>"

@@ -183,8 +183,13 @@ def dumps_message(msg: object) -> list[bytes | memoryview]:
         data = Packer(default=default, buf_size=_PACKER_BUF).pack(get(obj))
         return _new_tuple(ExtType, (tag, data))
 
-    frames[0] = Packer(default=default, buf_size=_PACKER_BUF).pack(msg)
-    return frames
+    try:
+        frames[0] = Packer(default=default, buf_size=_PACKER_BUF).pack(msg)
+        return frames
+    finally:
+        # default refers to itself (it recurses): break that cycle, or it pins
+        # these frames (often large buffers) until the next garbage collection.
+        del default
 
 
 def loads_message(frames: list[bytes | bytearray | memoryview]) -> object:
@@ -214,4 +219,9 @@ def loads_message(frames: list[bytes | bytearray | memoryview]) -> object:
             )
         raise ValueError(f"unknown msgpack ext code {code} in message")
 
-    return unpackb(frames[0], ext_hook=hook, use_list=False, strict_map_key=False)
+    try:
+        return unpackb(frames[0], ext_hook=hook, use_list=False, strict_map_key=False)
+    finally:
+        # As in dumps_message: a paused worker (no allocations, so no garbage
+        # collection) kept every received buffer alive through this cycle.
+        del hook

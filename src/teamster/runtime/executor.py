@@ -58,6 +58,9 @@ class BatchingExecutor:
             except BaseException as exc:  # the task's failure is data, not ours
                 value, ok = exc, False
             self._done.append((token, ok, value, start, clock()))
+            # An idle thread must not keep its last result alive: a worker
+            # paused for memory waits for a released value to be freed.
+            item = job = value = None
             with self._lock:
                 if self._wake_pending:
                     continue

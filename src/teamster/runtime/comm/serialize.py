@@ -180,7 +180,7 @@ def dumps_message(msg: object) -> list[bytes | memoryview]:
                 return obj.__index__()
             enc = _encoder(cls)
         tag, get = enc
-        data = Packer(default=default, buf_size=_PACKER_BUF).pack(get(obj))
+        data = Packer(default=default, buf_size=_PACKER_BUF).pack(get(obj))  # noqa: F821 (see del)
         return _new_tuple(ExtType, (tag, data))
 
     try:
@@ -203,7 +203,7 @@ def loads_message(frames: list[bytes | bytearray | memoryview]) -> object:
     def hook(code: int, data: bytes) -> Any:
         if code <= _MAX_MESSAGE_TAG:
             return types[code](
-                *unpackb(data, ext_hook=hook, use_list=False, strict_map_key=False)
+                *unpackb(data, ext_hook=hook, use_list=False, strict_map_key=False)  # noqa: F821
             )
         if code == _EXT_SERIALIZED_INLINE:
             return Serialized(data)

@@ -39,12 +39,6 @@ from collections import OrderedDict
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
-# Imported here, at worker start, not on first use: importing dask stores an
-# ImportError (dask.widgets, without jinja2) whose traceback keeps every
-# frame of the import's caller alive -- on first use that was a task's frame,
-# pinning its result (25 MB) for the life of the worker.
-from dask.sizeof import sizeof as dask_sizeof
-
 from teamster.core.messages import Key, Serialized
 from teamster.runtime.comm import deserialize, serialize
 
@@ -396,8 +390,34 @@ def sizeof(value: Any) -> int:
     if type(value) in _BUILTIN_SIZED:
         return sys.getsizeof(value)
     try:
-        return int(dask_sizeof(value))
+        return int((_dask_sizeof or _load_dask_sizeof())(value))
     except Exception:
         return sys.getsizeof(value)
 
 
+
+
+_dask_sizeof: Any = None
+
+
+def _load_dask_sizeof() -> Any:
+    """dask's sizeof, imported on a thread of its own.
+
+    Importing dask stores an ImportError (dask.widgets, without jinja2) whose
+    traceback keeps every frame of the importing stack alive. Imported from
+    sizeof's caller, that stack was a task's, and its result (25 MB in the
+    spill test) stayed pinned for the life of the worker. A thread that
+    ends leaves only its own finished frames behind.
+    """
+    global _dask_sizeof
+
+    def load() -> None:
+        import dask.sizeof  # noqa: F401
+
+    importer = threading.Thread(target=load, name="teamster-import-dask", daemon=True)
+    importer.start()
+    importer.join()
+    from dask.sizeof import sizeof as dask_sizeof  # already imported: nothing raised here
+
+    _dask_sizeof = dask_sizeof
+    return dask_sizeof

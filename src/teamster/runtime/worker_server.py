@@ -293,13 +293,16 @@ class WorkerServer:
 
     async def _get_data(self, msg: m.GetData) -> m.DataReply:
         """Values for a peer or client. Spilled ones are sent as their files'
-        bytes, read on a thread and never unpickled here."""
+        bytes, read on a thread (one hop for all of them), never unpickled."""
         store = self.data
+        spilled = [key for key in msg.keys if store.is_spilled(key)]
+        from_disk: dict[m.Key, m.Serialized | None] = {}
+        if spilled:
+            from_disk = await asyncio.to_thread(
+                lambda: {key: store.read_serialized(key) for key in spilled})
         data, missing = [], []
         for key in msg.keys:
-            blob = None
-            if store.is_spilled(key):
-                blob = await asyncio.to_thread(store.read_serialized, key)
+            blob = from_disk.get(key)
             if blob is None:
                 try:
                     # In memory (or unspilled by a task since we looked).

@@ -77,6 +77,10 @@ def start_worker(scheduler: str) -> Iterator[Callable[..., subprocess.Popen[byte
     finally:
         for proc in procs:
             _terminate(proc)
+        # The next test shares the scheduler: it must not see these workers.
+        with Client(scheduler, timeout=30) as client:
+            wait_for(lambda: not client.scheduler_info()["workers"],
+                     "the scheduler to drop this test's workers")
 
 
 @pytest.fixture

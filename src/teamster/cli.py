@@ -114,11 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-limit", default="0", help="bytes, or e.g. 4GiB (0: none)")
     # Fractions of --memory-limit; 0 disables one. docs/design.md, "Memory", says why.
     p.add_argument("--memory-target", default="0.6",
-                   help="spill values to disk beyond this much managed memory")
+                   help="fraction of --memory-limit held in memory before values spill to "
+                        "disk (default %(default)s; 0: never)")
     p.add_argument("--memory-spill", default="0.7",
-                   help="spill when process memory (RSS) passes this")
+                   help="process memory (RSS) fraction that makes it spill down to target "
+                        "(default %(default)s; 0: never)")
     p.add_argument("--memory-pause", default="0.8",
-                   help="start no new task while process memory passes this")
+                   help="process memory fraction above which no new task starts "
+                        "(default %(default)s; 0: never)")
     p.add_argument("--local-directory", default=None,
                    help="where spilled values go (default: a temp dir, removed at exit)")
     p.add_argument("--resources", action="append", default=[], help="NAME=QUANTITY")

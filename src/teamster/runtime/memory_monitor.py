@@ -67,7 +67,7 @@ class MemoryThresholds:
             value = getattr(self, name)
             if value is not None and not 0 < value <= 1:
                 raise ValueError(
-                    f"memory {name} fraction must be in (0, 1] of memory_limit (or None to "
+                    f"memory {name} fraction must be in (0, 1] of memory_limit (or 0/None to "
                     f"disable it); got {value!r}")
         if self.limit < 0:
             raise ValueError(f"memory_limit must not be negative, got {self.limit}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import os
 import random
 import subprocess
@@ -20,7 +21,7 @@ import numpy as np
 import pytest
 
 from teamster.runtime.comm import deserialize
-from teamster.runtime.memory_monitor import MemoryManager, MemoryThresholds
+from teamster.runtime.memory_monitor import MemoryManager, MemoryThresholds, parse_fraction
 from teamster.runtime.spill import SpillStore
 
 
@@ -241,3 +242,34 @@ def test_measuring_a_value_does_not_keep_it_alive() -> None:
         "assert ref() is None, 'sizeof kept the value alive'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+# ------------------------------------------------------------ memory policy
+
+
+def test_thresholds_are_fractions_of_the_limit_and_zero_disables_one() -> None:
+    th = MemoryThresholds(limit=1000)
+    assert (th.target_bytes, th.spill_bytes, th.pause_bytes) == (600, 700, 800)
+    off = MemoryThresholds(limit=1000, target=0, spill=None, pause=0.5)
+    assert (off.target_bytes, off.spill_bytes, off.pause_bytes) == (math.inf, math.inf, 500)
+    assert MemoryThresholds(limit=0).pause_bytes == math.inf  # no limit: never pauses
+    with pytest.raises(ValueError, match="pause fraction must be in"):
+        MemoryThresholds(limit=1000, pause=1.5)
+    assert parse_fraction("false", "--memory-spill") is None
+    assert parse_fraction("0.75", "--memory-spill") == 0.75
+    with pytest.raises(ValueError, match="--memory-spill must be a fraction"):
+        parse_fraction("lots", "--memory-spill")
+
+
+def test_the_monitor_pauses_above_the_pause_fraction_and_resumes_below(tmp_path: Path) -> None:
+    changes: list[bool] = []
+    memory = MemoryManager(SpillStore(str(tmp_path)),
+                           MemoryThresholds(limit=1000, spill=None, pause=0.8),
+                           on_pause_changed=changes.append)
+    try:
+        for rss in (700, 801, 900, 850, 799, 500, 810):
+            memory.check(rss)
+        assert changes == [True, False, True]
+        assert memory.paused
+    finally:
+        memory.close()

@@ -65,7 +65,9 @@ class MemoryThresholds:
     def __post_init__(self) -> None:
         for name in ("target", "spill", "pause"):
             value = getattr(self, name)
-            if value is not None and not 0 < value <= 1:
+            if value is not None and not value:  # 0 / False: disabled, like dask's False
+                object.__setattr__(self, name, None)
+            elif value is not None and not 0 < value <= 1:
                 raise ValueError(
                     f"memory {name} fraction must be in (0, 1] of memory_limit (or 0/None to "
                     f"disable it); got {value!r}")

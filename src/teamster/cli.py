@@ -117,11 +117,21 @@ def _worker(args: argparse.Namespace) -> None:
 
         memory_limit = parse_memory_limit(
             int(args.memory_limit) if args.memory_limit.isdigit() else args.memory_limit, 1)
-    server = WorkerServer(
-        args.scheduler, nthreads=args.nthreads, name=args.name, host=args.host, port=args.port,
-        memory_limit=memory_limit, resources=_parse_resources(args.resources),
-        connect_timeout=args.connect_timeout, security=security,
-    )
+    from teamster.runtime.memory_monitor import parse_fraction
+
+    try:
+        fractions = {f"memory_{what}_fraction": parse_fraction(getattr(args, f"memory_{what}"),
+                                                              f"--memory-{what}")
+                     for what in ("target", "spill", "pause")}
+        server = WorkerServer(
+            args.scheduler, nthreads=args.nthreads, name=args.name, host=args.host,
+            port=args.port, memory_limit=memory_limit, resources=_parse_resources(args.resources),
+            connect_timeout=args.connect_timeout, local_directory=args.local_directory,
+            security=security,
+            **fractions,
+        )
+    except ValueError as exc:
+        raise SystemExit(f"teamster worker: {exc}") from None
     try:
         _serve(server, "Worker")
     except (OSError, RuntimeError, ValueError) as exc:
@@ -154,6 +164,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--memory-limit", default="0", help="bytes, or e.g. 4GiB (0: none)")
+    # Fractions of --memory-limit; 0 disables one. docs/design.md, "Memory", says why.
+    p.add_argument("--memory-target", default="0.6",
+                   help="fraction of --memory-limit held in memory before values spill to "
+                        "disk (default %(default)s; 0: never)")
+    p.add_argument("--memory-spill", default="0.7",
+                   help="process memory (RSS) fraction that makes it spill down to target "
+                        "(default %(default)s; 0: never)")
+    p.add_argument("--memory-pause", default="0.8",
+                   help="process memory fraction above which no new task starts "
+                        "(default %(default)s; 0: never)")
+    p.add_argument("--local-directory", default=None,
+                   help="where spilled values go (default: a temp dir, removed at exit)")
     p.add_argument("--resources", action="append", default=[], help="NAME=QUANTITY")
     p.add_argument("--connect-timeout", type=float, default=30.0)
     _add_security_flags(p)

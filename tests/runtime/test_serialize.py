@@ -185,6 +185,35 @@ def test_serialized_nested_in_message_fields() -> None:
     assert deserialize(out.data[1][1]) == "small"
 
 
+def test_frames_are_freed_with_the_message_without_garbage_collection() -> None:
+    """A worker paused for memory allocates nothing, so the cyclic GC never
+    runs: a reference cycle through the frames pinned every received value
+    (25 MB arrays) after the store had dropped it."""
+    import gc
+    import weakref
+
+    class Buffer(bytearray):  # a bytearray that can be weakly referenced
+        pass
+
+    sent = Buffer(b"x" * OUT_OF_BAND_MIN)
+    gc.disable()
+    try:
+        frames = dumps_message(DataReply((("k", Serialized(b"h", (sent,))),), (), "s"))
+        sent_ref = weakref.ref(sent)
+        del sent
+        received = [bytes(frames[0]), b"h", Buffer(frames[2])]
+        received_ref = weakref.ref(received[2])
+        msg = loads_message(received)
+        del frames, received
+        assert isinstance(msg, DataReply)
+        assert sent_ref() is None
+        assert received_ref() is not None  # the message's buffers are its views
+        del msg
+        assert received_ref() is None
+    finally:
+        gc.enable()
+
+
 def test_numpy_integers_encode_as_ints() -> None:
     assert roundtrip({"nbytes": np.int64(5), "n": np.uint8(3)}) == {"nbytes": 5, "n": 3}
 

@@ -256,6 +256,20 @@ class StealResponse(Message):
     stimulus_id: str
 
 
+@message
+class WorkerStatus(Message):
+    """The worker paused (memory above its pause fraction) or resumed.
+
+    A paused worker starts no new task; the scheduler stops assigning to it
+    until it reports "running" again.
+    """
+
+    address: Address
+    #: "running" or "paused".
+    status: str
+    stimulus_id: str
+
+
 # ---------------------------------------------------------------------------
 # Scheduler -> worker (WorkerState events)
 

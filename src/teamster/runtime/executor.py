@@ -65,6 +65,9 @@ class BatchingExecutor:
             stop = clock()
             running.pop(token, None)
             self._done.append((token, ok, value, start, stop))
+            # An idle thread must not keep its last result alive: a worker
+            # paused for memory waits for a released value to be freed.
+            item = job = value = None
             with self._lock:
                 if self._wake_pending:
                     continue

@@ -28,12 +28,12 @@ logger = logging.getLogger("teamster.scheduler")
 #: Messages each kind of peer may send on its stream; anything else is a
 #: protocol violation that closes that peer's connection only.
 WORKER_MESSAGES = (m.TaskFinished, m.TaskErred, m.AddKeys, m.MissingData, m.RescheduleTask,
-                   m.Heartbeat, m.StealResponse)
+                   m.Heartbeat, m.StealResponse, m.WorkerStatus)
 CLIENT_MESSAGES = (m.UpdateGraph, m.ReleaseKeys, m.CancelKeys, m.ScatteredData)
 
 
 def _sender(msg: Any) -> str:
-    return str(msg.address if isinstance(msg, m.Heartbeat) else msg.worker)
+    return str(msg.address if isinstance(msg, (m.Heartbeat, m.WorkerStatus)) else msg.worker)
 
 
 def validation_from_env() -> bool:

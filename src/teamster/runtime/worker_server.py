@@ -1,16 +1,17 @@
 """The worker process's shell: executes, transfers and stores; WorkerState decides.
 
 Events come from the scheduler's stream (ComputeTask, FreeKeys), from the
-thread pool (a task finished) and from transfers (a peer answered). Every
-instruction of ``WorkerState.handle`` is carried out here. The values
-themselves live in ``self.data``; the state machine only knows their sizes.
+thread pool (a task finished), from transfers (a peer answered) and from the
+memory monitor (pause, resume). Every instruction of ``WorkerState.handle``
+is carried out here. The values themselves live in ``self.data``, a
+``SpillStore`` that moves them to disk beyond the memory target; the state
+machine only knows their sizes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 import time
 from typing import Any
 
@@ -30,25 +31,21 @@ from teamster.runtime.comm import (
 from teamster.runtime.connection_pool import ConnectionPool
 from teamster.runtime.errors_payload import dumps_exception
 from teamster.runtime.executor import BatchingExecutor, Done
+from teamster.runtime.memory_monitor import (
+    DEFAULT_PAUSE,
+    DEFAULT_SPILL,
+    DEFAULT_TARGET,
+    MemoryManager,
+    MemoryThresholds,
+)
 from teamster.runtime.scheduler_server import validation_from_env
+from teamster.runtime.spill import DiskEntry, SpillStore, sizeof
 from teamster.runtime.task_payload import run_task
 from teamster.security import Security
 
 logger = logging.getLogger("teamster.worker")
 
-_BUILTIN_SIZED = frozenset({int, float, bool, type(None), str, bytes, bytearray, complex})
-
-
-def sizeof(value: Any) -> int:
-    """Bytes a value occupies; dask's sizeof knows numpy, pandas and containers."""
-    if type(value) in _BUILTIN_SIZED:
-        return sys.getsizeof(value)
-    from dask.sizeof import sizeof as dask_sizeof  # imported on first non-trivial result
-
-    try:
-        return int(dask_sizeof(value))
-    except Exception:
-        return sys.getsizeof(value)
+__all__ = ["WorkerServer", "sizeof"]
 
 
 class WorkerServer:
@@ -61,6 +58,11 @@ class WorkerServer:
         host: str = "127.0.0.1",
         port: int = 0,
         memory_limit: int = 0,
+        memory_target_fraction: float | None = DEFAULT_TARGET,
+        memory_spill_fraction: float | None = DEFAULT_SPILL,
+        memory_pause_fraction: float | None = DEFAULT_PAUSE,
+        local_directory: str | None = None,
+        memory_monitor_interval: float = 0.1,
         resources: dict[str, float] | None = None,
         validate: bool | None = None,
         heartbeat_interval: float = 0.5,
@@ -79,8 +81,13 @@ class WorkerServer:
         self.heartbeat_interval = heartbeat_interval
         self.connect_timeout = connect_timeout
         self.address = ""
-        #: Task values by key; WorkerState tracks which keys these are.
-        self.data: dict[m.Key, Any] = {}
+        self.memory_thresholds = MemoryThresholds(
+            memory_limit, memory_target_fraction, memory_spill_fraction, memory_pause_fraction)
+        self.memory_monitor_interval = memory_monitor_interval
+        #: Task values by key, in memory or spilled to ``local_directory``;
+        #: WorkerState tracks which keys these are.
+        self.data = SpillStore(local_directory, owner="this worker")
+        self.memory: MemoryManager | None = None
         self.state: WorkerState | None = None
         self.finished = asyncio.Event()
         self._bsend = BatchedSend(interval=0.002)
@@ -100,6 +107,11 @@ class WorkerServer:
         self.name = self.name or self.address
         self.state = WorkerState(self.address, self.nthreads, resources=self.resources,
                                  validate=self.validate)
+        owner = f"worker {self.name}"
+        self.data.owner = owner
+        self.memory = MemoryManager(self.data, self.memory_thresholds,
+                                    on_pause_changed=self._on_pause_changed,
+                                    interval=self.memory_monitor_interval, owner=owner)
         loop = asyncio.get_running_loop()
         self._executor = BatchingExecutor(self.nthreads, loop, self._on_executed)
         comm = await connect(self.scheduler_address, timeout=self.connect_timeout,
@@ -118,6 +130,8 @@ class WorkerServer:
         self._handle_scheduler_batch(first)
         self._spawn(self._read_scheduler(comm))
         self._spawn(self._heartbeat_forever())
+        if self.memory_thresholds.limit:
+            self._spawn(self.memory.run())
         logger.info("Worker %s (%d threads) registered with %s", self.address, self.nthreads,
                     self.scheduler_address)
         return self
@@ -136,6 +150,10 @@ class WorkerServer:
         if self._listener is not None:
             await self._listener.close()
         self._pool.close()
+        if self.memory is not None:
+            self.memory.close()  # waits for a spill in progress, then removes the files
+        else:
+            self.data.close()
 
     async def __aenter__(self) -> WorkerServer:
         return await self.start()
@@ -166,30 +184,48 @@ class WorkerServer:
                 self._spawn(self._gather(instr))  # type: ignore[arg-type]
             elif kind is DeleteData:
                 for key in instr.keys:  # type: ignore[union-attr]
-                    self.data.pop(key, None)
+                    self.data.discard(key)
             else:  # pragma: no cover - the core's instruction set is closed
                 raise TypeError(f"unknown instruction {instr!r}")
 
     def _execute(self, instr: Execute) -> None:
-        assert self._executor is not None
+        assert self._executor is not None and self.memory is not None
         spec = instr.run_spec
         data = self.data if instr.dependencies else {}
-        if spec is None:  # an alias: the value of its single dependency
-            dep = instr.dependencies[0]
-            self._executor.submit(instr.key, lambda: data[dep])
-        else:
-            self._executor.submit(instr.key, lambda: run_task(spec, data))
+        key = instr.key
+        store_large = self.memory.store_large_result
+
+        def job() -> _Result:
+            # On the task's thread: reading spilled inputs, measuring the
+            # result and writing a result too large for memory happen here,
+            # never on the event loop.
+            if spec is None:  # an alias: the value of its single dependency
+                value = data[instr.dependencies[0]]
+            else:
+                value = run_task(spec, data)
+            nbytes = sizeof(value)
+            return _Result(store_large(key, value, nbytes), nbytes, type(value).__name__)
+
+        self._executor.submit(key, job)
 
     def _on_executed(self, batch: list[Done]) -> None:
-        for key, ok, value, start, stop in batch:
+        for key, ok, result, start, stop in batch:
             stim = self._stimulus("execute")
             if ok:
-                self.data[key] = value
-                self.handle(ev.ExecuteSuccess(key, sizeof(value), type(value).__name__,
+                if type(result.value) is DiskEntry:
+                    self.data.adopt(key, result.value, result.nbytes)
+                else:
+                    self.data.put(key, result.value, result.nbytes)
+                self.handle(ev.ExecuteSuccess(key, result.nbytes, result.type_name,
                                               stop - start, stop, stim))
             else:
-                exc_s, tb_s, text = dumps_exception(value)
+                exc_s, tb_s, text = dumps_exception(result)
                 self.handle(ev.ExecuteFailure(key, exc_s, tb_s, text, stop - start, stim))
+        assert self.memory is not None
+        self.memory.evict_soon()
+
+    def _on_pause_changed(self, paused: bool) -> None:
+        self.handle(ev.PauseChanged(paused, self._stimulus("pause" if paused else "resume")))
 
     async def _gather(self, instr: GatherDep) -> None:
         started = time.perf_counter()
@@ -199,8 +235,10 @@ class WorkerServer:
                 raise CommClosedError(f"unexpected reply to GetData: {reply!r:.200}")
             received = []
             for key, blob in reply.data:
-                self.data[key] = deserialize(blob)
+                self.data.put(key, deserialize(blob), blob.nbytes)
                 received.append((key, blob.nbytes))
+            assert self.memory is not None
+            self.memory.evict_soon()
         except (OSError, CommClosedError) as exc:
             logger.info("Fetching %d keys from %s failed: %s", len(instr.keys), instr.worker, exc)
             self.handle(ev.GatherDepFailure(instr.worker, instr.keys, str(exc),
@@ -232,11 +270,14 @@ class WorkerServer:
         while True:
             await asyncio.sleep(self.heartbeat_interval)
             assert self.state is not None
+            assert self.memory is not None
             metrics = (
                 ("cpu", proc.cpu_percent()),
                 ("memory", float(proc.memory_info().rss)),
                 ("executing", float(len(self.state.executing))),
                 ("in_memory", float(len(self.data))),
+                ("paused", float(self.state.paused)),
+                *self.memory.metrics(),
             )
             now = time.time()
             executing = tuple((key, now - start) for key, start in
@@ -250,7 +291,7 @@ class WorkerServer:
             while True:
                 msg = await comm.recv()
                 if isinstance(msg, m.GetData):
-                    await comm.send(self._get_data(msg))
+                    await comm.send(await self._get_data(msg))
                 elif isinstance(msg, m.PutData):
                     self._put_data(msg)
                     await comm.send(m.Reply(0, True, None))
@@ -261,22 +302,35 @@ class WorkerServer:
         except CommClosedError:
             pass
 
-    def _get_data(self, msg: m.GetData) -> m.DataReply:
+    async def _get_data(self, msg: m.GetData) -> m.DataReply:
+        """Values for a peer or client. Spilled ones are sent as their files'
+        bytes, read on a thread (one hop for all of them), never unpickled."""
+        store = self.data
+        spilled = [key for key in msg.keys if store.is_spilled(key)]
+        from_disk: dict[m.Key, m.Serialized | None] = {}
+        if spilled:
+            from_disk = await asyncio.to_thread(
+                lambda: {key: store.read_serialized(key) for key in spilled})
         data, missing = [], []
         for key in msg.keys:
-            if key in self.data:
-                data.append((key, serialize(self.data[key])))
-            else:
-                missing.append(key)
+            blob = from_disk.get(key)
+            if blob is None:
+                try:
+                    # In memory (or unspilled by a task since we looked).
+                    blob = serialize(store[key])
+                except KeyError:
+                    missing.append(key)
+                    continue
+            data.append((key, blob))
         return m.DataReply(tuple(data), tuple(missing), msg.stimulus_id)
 
     def _put_data(self, msg: m.PutData) -> None:
         sizes = []
         for key, blob in msg.data:
-            value = deserialize(blob)
-            self.data[key] = value
-            sizes.append((key, sizeof(value)))
+            sizes.append((key, self.data.put(key, deserialize(blob))))
         self.handle(ev.DataPut(tuple(sizes), self._stimulus("put-data")))
+        assert self.memory is not None
+        self.memory.evict_soon()
 
     async def _run(self, req: m.Request) -> m.Reply:
         """client.run: call a function in this worker's process (in a thread)."""
@@ -289,6 +343,17 @@ class WorkerServer:
             return m.Reply(req.request_id, True, serialize(result))
         except Exception as exc:
             return m.Reply(req.request_id, False, serialize(exc))
+
+
+class _Result:
+    """A task's value (or the file it was written to) and its measured size."""
+
+    __slots__ = ("value", "nbytes", "type_name")
+
+    def __init__(self, value: Any, nbytes: int, type_name: str) -> None:
+        self.value = value
+        self.nbytes = nbytes
+        self.type_name = type_name
 
 
 def _registered(reply: Any) -> bool:

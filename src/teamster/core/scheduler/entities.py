@@ -147,6 +147,7 @@ class WorkerInfo:
         "n_incoming",
         "n_outgoing",
         "bandwidth",
+        "status",
     )
 
     def __init__(
@@ -182,6 +183,9 @@ class WorkerInfo:
         self.n_outgoing = 0
         #: Measured bandwidth of transfers to it, bytes/s (0: none measured yet).
         self.bandwidth = 0.0
+        #: "running", or "paused" while the worker is over its memory pause
+        #: fraction: a paused worker is never idle and is assigned nothing.
+        self.status = "running"
 
     def __repr__(self) -> str:
         return f"<Worker {self.address} processing={len(self.processing)}>"

@@ -104,6 +104,8 @@ class Placement:
         workload (10 ms tasks) lost a fifth of its time to round trips when the
         running tasks' estimates counted towards the backlog.
         """
+        if ws.status != "running":
+            return True  # paused: it starts nothing, so it must be given nothing
         n = len(ws.processing) + ws.n_incoming
         threads = ws.nthreads
         if n < threads:
@@ -128,6 +130,9 @@ class Placement:
             ]
         else:
             pool = state.workers.values()
+        # A paused worker takes no restricted task either; the task waits in
+        # no-worker until one of its workers resumes.
+        pool = [ws for ws in pool if ws.status == "running"]
         if ts.resource_restrictions:
             need = ts.resource_restrictions
             pool = [

@@ -109,6 +109,7 @@ class SchedulerState:
             m.MissingData: self._missing_data,
             m.RescheduleTask: self._reschedule,
             m.StealResponse: self._steal_response,
+            m.WorkerStatus: self._worker_status,
             Tick: self._tick,
         }
 
@@ -551,6 +552,21 @@ class SchedulerState:
         if stuck >= ws.nthreads and len(ws.processing) - ws.n_outgoing > ws.nthreads:
             self.stealing.take_back(ws, ev.stimulus_id)
 
+    def _worker_status(self, ev: m.WorkerStatus) -> None:
+        ws = self.workers.get(ev.address)
+        if ws is None or ws.status == ev.status:
+            return
+        if ev.status not in ("running", "paused"):
+            raise ValueError(f"worker {ev.address} reported unknown status {ev.status!r}")
+        ws.status = ev.status
+        self.update_idle(ws)
+        if ev.status == "running":
+            # Resumed: it takes queued work like a worker that just joined.
+            self._freed[ws] = None
+            for ts in self.unrunnable:
+                if ts not in self._recs:
+                    self.recommend(ts, "processing")
+
     def _tick(self, ev: Tick) -> None:
         deadline = ev.now - self.heartbeat_timeout
         for ws in [ws for ws in self.workers.values() if ws.last_seen < deadline]:
@@ -650,6 +666,7 @@ class SchedulerState:
                 "busy_time": ws.busy_time,
                 "metrics": dict(ws.metrics),
                 "last_seen": ws.last_seen,
+                "status": ws.status,
             }
             for addr, ws in self.workers.items()
         }

@@ -103,9 +103,10 @@ def validate_state(s: SchedulerState) -> None:
     incoming: dict[WorkerInfo, int] = {}
     outgoing: dict[WorkerInfo, int] = {}
     for steal in s.stealing.pending.values():
-        reserved[steal.thief] = reserved.get(steal.thief, 0.0) + steal.duration
-        incoming[steal.thief] = incoming.get(steal.thief, 0) + 1
         outgoing[steal.victim] = outgoing.get(steal.victim, 0) + 1
+        if steal.thief is not None:
+            reserved[steal.thief] = reserved.get(steal.thief, 0.0) + steal.duration
+            incoming[steal.thief] = incoming.get(steal.thief, 0) + 1
     s.stealing.validate()
     s.victims.validate()
     for addr, ws in s.workers.items():

@@ -60,3 +60,12 @@ class DataPut:
 
     data: tuple[tuple[Key, int], ...]
     stimulus_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class PauseChanged:
+    """The shell's memory monitor crossed the pause fraction (paused) or fell
+    back below it (not paused)."""
+
+    paused: bool
+    stimulus_id: str

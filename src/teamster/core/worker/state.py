@@ -105,6 +105,9 @@ class WorkerState:
         self.n_fetch = 0
         #: Peers with a request in flight -> the keys requested.
         self.in_flight: dict[str, tuple[WorkerTask, ...]] = {}
+        #: Memory is above the pause fraction: start no task and no fetch
+        #: (both add memory); running ones finish, transfers in flight land.
+        self.paused = False
         self._seq = 0
         self.log = TransitionLog(transition_log_length)
         self.validate_enabled = validate
@@ -121,6 +124,7 @@ class WorkerState:
             ev.GatherDepSuccess: self._gather_success,
             ev.GatherDepFailure: self._gather_failure,
             ev.DataPut: self._data_put,
+            ev.PauseChanged: self._pause_changed,
         }
 
     # ------------------------------------------------------------------ driver
@@ -174,6 +178,8 @@ class WorkerState:
     # ------------------------------------------------------------- scheduling
 
     def _ensure_computing(self) -> None:
+        if self.paused:
+            return
         while self.n_ready and len(self.executing) < self.nthreads:
             _, seq, ts = self.ready[0]
             if ts.ready_seq != seq or ts.state != "ready":
@@ -186,7 +192,7 @@ class WorkerState:
             self.transition(ts, "executing")
 
     def _ensure_communicating(self) -> None:
-        if not self.n_fetch:
+        if not self.n_fetch or self.paused:
             return
         for peer in list(self.fetch_by_peer):
             if len(self.in_flight) >= MAX_CONCURRENT_GATHERS:
@@ -442,6 +448,13 @@ class WorkerState:
                 self._give_up(ts)
         else:
             self._give_up(ts)
+
+    def _pause_changed(self, e: ev.PauseChanged) -> None:
+        if e.paused == self.paused:
+            return
+        self.paused = e.paused
+        status = "paused" if e.paused else "running"
+        self._send(m.WorkerStatus(self.address, status, e.stimulus_id))
 
     def _data_put(self, e: ev.DataPut) -> None:
         for key, nbytes in e.data:

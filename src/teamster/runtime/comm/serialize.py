@@ -180,11 +180,16 @@ def dumps_message(msg: object) -> list[bytes | memoryview]:
                 return obj.__index__()
             enc = _encoder(cls)
         tag, get = enc
-        data = Packer(default=default, buf_size=_PACKER_BUF).pack(get(obj))
+        data = Packer(default=default, buf_size=_PACKER_BUF).pack(get(obj))  # noqa: F821 (see del)
         return _new_tuple(ExtType, (tag, data))
 
-    frames[0] = Packer(default=default, buf_size=_PACKER_BUF).pack(msg)
-    return frames
+    try:
+        frames[0] = Packer(default=default, buf_size=_PACKER_BUF).pack(msg)
+        return frames
+    finally:
+        # default refers to itself (it recurses): break that cycle, or it pins
+        # these frames (often large buffers) until the next garbage collection.
+        del default
 
 
 def loads_message(frames: list[bytes | bytearray | memoryview]) -> object:
@@ -198,7 +203,7 @@ def loads_message(frames: list[bytes | bytearray | memoryview]) -> object:
     def hook(code: int, data: bytes) -> Any:
         if code <= _MAX_MESSAGE_TAG:
             return types[code](
-                *unpackb(data, ext_hook=hook, use_list=False, strict_map_key=False)
+                *unpackb(data, ext_hook=hook, use_list=False, strict_map_key=False)  # noqa: F821
             )
         if code == _EXT_SERIALIZED_INLINE:
             return Serialized(data)
@@ -214,4 +219,9 @@ def loads_message(frames: list[bytes | bytearray | memoryview]) -> object:
             )
         raise ValueError(f"unknown msgpack ext code {code} in message")
 
-    return unpackb(frames[0], ext_hook=hook, use_list=False, strict_map_key=False)
+    try:
+        return unpackb(frames[0], ext_hook=hook, use_list=False, strict_map_key=False)
+    finally:
+        # As in dumps_message: a paused worker (no allocations, so no garbage
+        # collection) kept every received buffer alive through this cycle.
+        del hook

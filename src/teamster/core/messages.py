@@ -270,6 +270,17 @@ class WorkerStatus(Message):
     stimulus_id: str
 
 
+@message
+class ReplicasNotAcquired(Message):
+    """The answer to an AcquireReplicas the worker could not carry out for these
+    keys (every holder it was told of failed or lacked them): the scheduler
+    asks another worker."""
+
+    worker: Address
+    keys: tuple[Key, ...]
+    stimulus_id: str
+
+
 # ---------------------------------------------------------------------------
 # Scheduler -> worker (WorkerState events)
 
@@ -291,6 +302,26 @@ class ComputeTask(Message):
     who_has: tuple[tuple[Key, tuple[Address, ...], int], ...]
     priority: Priority
     resources: tuple[tuple[str, float], ...] | None
+    stimulus_id: str
+
+
+@message
+class AcquireReplicas(Message):
+    """Fetch copies of these keys and keep them (a retiring worker's unique
+    results must live on elsewhere): reported with AddKeys once they arrived,
+    ReplicasNotAcquired if they could not be had."""
+
+    #: (key, holders, nbytes) for every key to copy.
+    who_has: tuple[tuple[Key, tuple[Address, ...], int], ...]
+    stimulus_id: str
+
+
+@message
+class Shutdown(Message):
+    """The scheduler is done with this worker (retired, or the scheduler is
+    closing): exit cleanly; nothing it holds is needed any more."""
+
+    reason: str
     stimulus_id: str
 
 

@@ -11,3 +11,19 @@ class Tick:
 
     now: float
     stimulus_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RetireWorkers:
+    """A client asked these workers (addresses or names) to leave gracefully.
+
+    Answered by a ``RetirementDone`` with the same ``request_id`` once every
+    one of them is retired or refused (see retire.py).
+    """
+
+    workers: tuple[str, ...]
+    #: Close the workers once drained (False: they stay connected, assigned nothing).
+    close: bool
+    request_id: str
+    now: float
+    stimulus_id: str

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from teamster.core.messages import Message
 
@@ -36,4 +37,17 @@ class CloseWorker:
     stimulus_id: str
 
 
-SchedulerInstruction = SendToWorker | SendToClient | CloseWorker
+@dataclass(frozen=True, slots=True)
+class RetirementDone:
+    """Every worker of a ``RetireWorkers`` request is retired or refused: the
+    shell answers the request with this."""
+
+    request_id: str
+    #: (address, worker info) of each retired worker.
+    retired: tuple[tuple[str, dict[str, Any]], ...]
+    #: (address or name as asked, why it was not retired).
+    refused: tuple[tuple[str, str], ...]
+    stimulus_id: str
+
+
+SchedulerInstruction = SendToWorker | SendToClient | CloseWorker | RetirementDone

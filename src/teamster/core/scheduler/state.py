@@ -17,7 +17,7 @@ from teamster.core import messages as m
 from teamster.core.keys import key_prefix
 from teamster.core.scheduler import transitions as tr
 from teamster.core.scheduler.entities import ClientInfo, TaskPrefix, TaskState, WorkerInfo
-from teamster.core.scheduler.events import Tick
+from teamster.core.scheduler.events import RetireWorkers, Tick
 from teamster.core.scheduler.instructions import (
     CloseWorker,
     SchedulerInstruction,
@@ -27,6 +27,7 @@ from teamster.core.scheduler.instructions import (
 from teamster.core.scheduler.load_index import LoadIndex
 from teamster.core.scheduler.placement import LARGE_TRANSFER, Placement, start_fetching_inputs
 from teamster.core.scheduler.report import BalanceReport
+from teamster.core.scheduler.retire import Retirement
 from teamster.core.scheduler.stealing import Stealing
 from teamster.core.scheduler.validation import validate_state, validate_task
 from teamster.core.story import InvalidTransition, StoryEntry, TransitionLog
@@ -81,6 +82,7 @@ class SchedulerState:
         self.generation = 0
         self.placement = Placement(self)
         self.stealing = Stealing(self)
+        self.retirement = Retirement(self)
         self.report = BalanceReport()
         self.heartbeat_timeout = heartbeat_timeout
         self.log = TransitionLog(transition_log_length)
@@ -111,6 +113,8 @@ class SchedulerState:
             m.StealResponse: self._steal_response,
             m.WorkerStatus: self._worker_status,
             Tick: self._tick,
+            RetireWorkers: self.retirement.retire,
+            m.ReplicasNotAcquired: self.retirement.not_acquired,
         }
 
     # ------------------------------------------------------------------ driver
@@ -124,6 +128,8 @@ class SchedulerState:
             raise TypeError(f"SchedulerState cannot handle {type(event).__name__}")
         self.n_events += 1
         handler(event)
+        if self.retirement.retiring:
+            self.retirement.after_event(event)
         if self._recs:
             self._run_recommendations(event.stimulus_id)
         if self._freed:
@@ -558,6 +564,8 @@ class SchedulerState:
             return
         if ev.status not in ("running", "paused"):
             raise ValueError(f"worker {ev.address} reported unknown status {ev.status!r}")
+        if self.retirement.status_reported(ws, ev.status):
+            return  # retiring: it takes no work whether paused or not
         ws.status = ev.status
         self.update_idle(ws)
         if ev.status == "running":
@@ -688,6 +696,7 @@ class SchedulerState:
             if ts.state != "forgotten":
                 validate_task(self, ts)
         self._touched.clear()
+        self.retirement.validate()
         # Full checks cost O(tasks + workers); amortise them so validation
         # stays affordable on large graphs (every event while small).
         self._events_since_full_validation += 1

@@ -6,7 +6,8 @@ clients scatter to it. ``handle(event) -> list[instruction]`` is the only
 entry point; every state change goes through the table ``TRANSITIONS``.
 
 The worker keeps a value while the scheduler counts it as a holder
-(``scheduler_holds``) or a local pending task still reads it.
+(``scheduler_holds``), the scheduler asked for a copy (``replicate``: a
+retiring worker's unique data) or a local pending task still reads it.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class WorkerTask:
     __slots__ = (
         "key", "state", "run_spec", "priority", "resources", "dependencies", "dependents",
         "waiting_for_data", "who_has", "nbytes", "assigned", "scheduler_holds", "ready_seq",
-        "coming_from", "type_name",
+        "coming_from", "type_name", "replicate",
     )
 
     def __init__(self, key: m.Key) -> None:
@@ -75,6 +76,9 @@ class WorkerTask:
         self.ready_seq = -1
         #: The peer it is being fetched from (state flight).
         self.coming_from: str | None = None
+        #: The scheduler asked for a copy (AcquireReplicas): fetch and keep it
+        #: even if no local task reads it. Cleared once it is here.
+        self.replicate = False
 
     def __repr__(self) -> str:
         return f"<WorkerTask {self.key!r} {self.state}>"
@@ -119,6 +123,7 @@ class WorkerState:
             m.ComputeTask: self._compute_task,
             m.FreeKeys: self._free_keys,
             m.StealRequest: self._steal_request,
+            m.AcquireReplicas: self._acquire_replicas,
             ev.ExecuteSuccess: self._execute_success,
             ev.ExecuteFailure: self._execute_failure,
             ev.GatherDepSuccess: self._gather_success,
@@ -240,7 +245,7 @@ class WorkerState:
         return ts.state in ("waiting", "ready", "executing")
 
     def _needed(self, ts: WorkerTask) -> bool:
-        return ts.scheduler_holds or ts.assigned or any(
+        return ts.scheduler_holds or ts.assigned or ts.replicate or any(
             self._is_pending(d) for d in ts.dependents
         )
 
@@ -252,6 +257,9 @@ class WorkerState:
 
     def _give_up(self, ts: WorkerTask) -> None:
         """An input is unobtainable: hand its pending dependents back to the scheduler."""
+        if ts.replicate:
+            ts.replicate = False
+            self._send(m.ReplicasNotAcquired(self.address, (ts.key,), self._stimulus))
         for dts in list(ts.dependents):
             if dts.state in ("waiting",):
                 self._send(m.RescheduleTask(self.address, dts.key, self._stimulus))
@@ -308,6 +316,42 @@ class WorkerState:
         else:
             self.transition(ts, "ready")
 
+    def _acquire_replicas(self, e: m.AcquireReplicas) -> None:
+        """Fetch copies the scheduler wants kept here (it is retiring their holder)."""
+        already: list[m.Key] = []
+        refused: list[m.Key] = []
+        for key, holders, nbytes in e.who_has:
+            ts = self.tasks.get(key)
+            if ts is None:
+                ts = self.tasks[key] = WorkerTask(key)
+            if ts.state == "memory":
+                # Here already (fetched for a local task; its AddKeys may be
+                # crossing this message): say so again, the scheduler's
+                # replica count is idempotent.
+                ts.scheduler_holds = True
+                already.append(key)
+                continue
+            if ts.state in ("waiting", "ready", "executing", "cancelled", "error"):
+                # Computed here under the same key (a stale assignment racing
+                # a release): that result would not count as a copy.
+                refused.append(key)
+                continue
+            ts.replicate = True
+            if ts.state in ("fetch", "flight"):
+                # On its way already (an input of a local task): it lands as
+                # usual; more holders to try if this transfer fails.
+                ts.who_has.extend(h for h in holders if h not in ts.who_has)
+                continue
+            ts.nbytes = nbytes
+            ts.who_has = list(holders)
+            self.transition(ts, "fetch")
+            if ts.state == "released":  # no holder but this worker was named
+                self._give_up(ts)
+        if already:
+            self._send(m.AddKeys(self.address, tuple(already), "", 0, 0.0, e.stimulus_id))
+        if refused:
+            self._send(m.ReplicasNotAcquired(self.address, tuple(refused), e.stimulus_id))
+
     def _free_keys(self, e: m.FreeKeys) -> None:
         for key in e.keys:
             ts = self.tasks.get(key)
@@ -315,6 +359,7 @@ class WorkerState:
                 continue
             ts.scheduler_holds = False
             ts.assigned = False
+            ts.replicate = False
             if ts.state == "executing":
                 self.transition(ts, "cancelled")
             elif ts.state in ("waiting", "ready", "error"):
@@ -405,6 +450,7 @@ class WorkerState:
                 continue
             self.transition(ts, "memory")
             ts.scheduler_holds = True
+            ts.replicate = False
             arrived.append(key)
             arrived_bytes += max(nbytes, 0)
             if ts.assigned:

@@ -102,6 +102,42 @@ class ClusterOperations:
                 raise ValueError(f"no worker {w!r} in the cluster (workers: {sorted(info)})")
         return out
 
+    # ------------------------------------------------------------ retire
+
+    def retire_workers(self, workers: Any = None, close_workers: bool = True,
+                       timeout: float | None = None, **kwargs: Any) -> dict[str, Any]:
+        """Retire workers gracefully: {address: info} of those retired.
+
+        ``workers`` are addresses or names. Each stops receiving tasks, gives
+        back the tasks it has not started, finishes the ones it has, and
+        copies every result only it holds to another worker; then (with
+        ``close_workers=True``) it exits. Nothing is lost or recomputed.
+        With ``close_workers=False`` it stays connected but is assigned
+        nothing, so its process can be stopped at any time.
+
+        Raises RuntimeError naming each worker that could not be retired and
+        why (e.g. it is the last worker holding data); the others are retired.
+        """
+        self._check_running()
+        if workers is None:
+            raise ValueError("retire_workers needs workers=[...]: the addresses or names of "
+                             "the workers to retire")
+        if isinstance(workers, str):
+            workers = [workers]
+        names = [str(w) for w in workers]
+        if not names:
+            return {}
+        answer = self._loop.run(self._request("retire_workers", {"workers": names,
+                                                                  "close": bool(close_workers)}),
+                                timeout)
+        retired = {str(a): dict(info) for a, info in dict(answer["retired"]).items()}
+        refused = dict(answer["refused"])
+        if refused:
+            reasons = "; ".join(f"{w}: {why}" for w, why in refused.items())
+            raise RuntimeError(f"could not retire {len(refused)} of {len(names)} workers "
+                               f"({reasons}); retired: {sorted(retired) or 'none'}")
+        return retired
+
     # ------------------------------------------------------------ run
 
     def run(self, function: Callable[..., Any], *args: Any, workers: Any = None,

@@ -15,6 +15,8 @@ pick it up without being told.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import logging
 import os
 import secrets
 import select
@@ -33,8 +35,15 @@ from teamster.security import (
     remember_local_cluster,
 )
 
+logger = logging.getLogger("teamster.cluster")
+
 #: Seconds a process may take to print its address before we give up on it.
 START_TIMEOUT = 30.0
+#: Seconds scaling down may spend retiring workers (moving their unique data
+#: off) before the remaining ones are stopped anyway.
+RETIRE_TIMEOUT = 60.0
+#: Seconds a told-to-exit process may take before it is terminated.
+EXIT_TIMEOUT = 10.0
 
 
 def parse_memory_limit(limit: int | float | str | None, n_workers: int) -> int:
@@ -181,11 +190,18 @@ class LocalCluster:
         return f"worker-{self._counter - 1}"
 
     def scale(self, n: int) -> None:
-        """Start or stop workers until ``n`` run (the newest stop first)."""
+        """Start or stop workers until ``n`` run (the newest stop first).
+
+        Workers are stopped by retiring them: their results move to the
+        workers that stay, so no future is lost or recomputed. A worker that
+        cannot be retired (the last one holding data, when scaling to 0) is
+        stopped anyway, with a warning.
+        """
+        if n < 0:
+            raise ValueError(f"scale(n) needs n >= 0, got {n}")
         current = self.workers
         if n < len(current):
-            for name in current[n:]:
-                self._stop_worker(name)
+            self._retire(current[n:])
             return
         names = [self._next_name() for _ in range(n - len(current))]
         if self.processes:
@@ -197,6 +213,55 @@ class LocalCluster:
         else:
             for name in names:
                 self._servers[name] = self._start_thread_worker(name)
+
+    def _retire(self, names: list[str]) -> None:
+        """Retire these workers through the scheduler, then make sure they are gone."""
+        try:
+            answer = self._ask_scheduler("retire_workers", {"workers": names, "close": True},
+                                         RETIRE_TIMEOUT)
+            refused = dict(answer["refused"])
+        except Exception as exc:  # unreachable scheduler, timeout: stop them regardless
+            refused = {name: f"{type(exc).__name__}: {exc}" for name in names}
+        for name, why in refused.items():
+            logger.warning("Could not retire %s (%s); stopping it anyway: results only it "
+                           "held are lost", name, why)
+        for name in names:
+            if self.processes:
+                proc = self._procs.pop(name)
+                try:
+                    proc.wait(EXIT_TIMEOUT if name not in refused else 0)
+                except subprocess.TimeoutExpired:
+                    pass
+                _terminate(proc)
+            else:
+                server = self._servers.pop(name)
+                assert self._loop is not None
+                self._loop.run(server.close(), EXIT_TIMEOUT)
+
+    def _ask_scheduler(self, op: str, args: dict[str, Any], timeout: float) -> Any:
+        """One request/reply on a short-lived connection; the result, or RuntimeError."""
+        from teamster.core import messages as m
+        from teamster.runtime.comm import connect
+
+        async def ask() -> Any:
+            comm = await connect(self.scheduler_address, handshake={"role": "cluster"},
+                                 timeout=START_TIMEOUT, security=self.security)
+            try:
+                await comm.send(m.Request(1, op, args, f"cluster-{op}"))
+                return await asyncio.wait_for(comm.recv(), timeout)
+            finally:
+                comm.abort()
+
+        if self._loop is not None:
+            reply = self._loop.run(ask())
+        else:
+            # A fresh loop on a helper thread: works even when the caller's
+            # thread already runs one (a notebook).
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                reply = pool.submit(asyncio.run, ask()).result()
+        if not isinstance(reply, m.Reply) or not reply.ok:
+            raise RuntimeError(f"the scheduler could not answer {op!r}: {reply!r:.300}")
+        return reply.result
 
     def _spawn_worker(self, name: str) -> subprocess.Popen[bytes]:
         cmd = [sys.executable, "-m", "teamster.cli", "worker", self.scheduler_address,
@@ -242,19 +307,31 @@ class LocalCluster:
         self.status = "closed"
         if getattr(self, "scheduler_address", None):
             forget_local_cluster(self.scheduler_address)
-        for name in list(self._procs if self.processes else self._servers):
-            try:
-                self._stop_worker(name)
-            except Exception:  # closing must finish even if one worker is wedged
-                pass
+        # The scheduler goes first and tells every worker to exit: stopping
+        # workers first made the scheduler recompute each one's results on
+        # the others (for a client still connected) while they were stopped.
         if self._scheduler_proc is not None:
             _terminate(self._scheduler_proc)
+        if self._loop is not None and self._scheduler is not None:
+            try:
+                self._loop.run(self._scheduler.close(), 10)
+            except Exception:
+                pass
+        deadline = time.monotonic() + EXIT_TIMEOUT
+        for name in list(self._procs if self.processes else self._servers):
+            try:
+                if self.processes:
+                    proc = self._procs.pop(name)
+                    try:
+                        proc.wait(max(deadline - time.monotonic(), 0.0))
+                    except subprocess.TimeoutExpired:
+                        pass
+                    _terminate(proc)
+                else:
+                    self._stop_worker(name)
+            except Exception:  # closing must finish even if one worker is wedged
+                pass
         if self._loop is not None:
-            if self._scheduler is not None:
-                try:
-                    self._loop.run(self._scheduler.close(), 10)
-                except Exception:
-                    pass
             self._loop.stop()
 
     def __enter__(self) -> LocalCluster:

@@ -18,8 +18,13 @@ from typing import Any
 
 from teamster.core import messages as m
 from teamster.core.scheduler import SchedulerState
-from teamster.core.scheduler.events import Tick
-from teamster.core.scheduler.instructions import CloseWorker, SendToClient, SendToWorker
+from teamster.core.scheduler.events import RetireWorkers, Tick
+from teamster.core.scheduler.instructions import (
+    CloseWorker,
+    RetirementDone,
+    SendToClient,
+    SendToWorker,
+)
 from teamster.runtime.comm import BatchedSend, Comm, CommClosedError, listen
 from teamster.security import Security
 
@@ -28,8 +33,12 @@ logger = logging.getLogger("teamster.scheduler")
 #: Messages each kind of peer may send on its stream; anything else is a
 #: protocol violation that closes that peer's connection only.
 WORKER_MESSAGES = (m.TaskFinished, m.TaskErred, m.AddKeys, m.MissingData, m.RescheduleTask,
-                   m.Heartbeat, m.StealResponse, m.WorkerStatus)
+                   m.Heartbeat, m.StealResponse, m.WorkerStatus, m.ReplicasNotAcquired)
 CLIENT_MESSAGES = (m.UpdateGraph, m.ReleaseKeys, m.CancelKeys, m.ScatteredData)
+#: Queries answered only when the core says so (the stream keeps flowing meanwhile).
+DEFERRED_QUERIES = ("retire_workers",)
+#: Seconds a closing worker's stream may take to flush its Shutdown message.
+SHUTDOWN_FLUSH_TIMEOUT = 5.0
 
 
 def _sender(msg: Any) -> str:
@@ -66,6 +75,9 @@ class SchedulerServer:
         self._listener: Any = None
         self._ticker: asyncio.Task[None] | None = None
         self._stim = 0
+        #: Retirement requests the core has not settled yet, by request id.
+        self._retirements: dict[str, asyncio.Future[RetirementDone]] = {}
+        self._background: set[asyncio.Task[Any]] = set()
         self.closed = asyncio.Event()
         self.started_at = time.time()
 
@@ -87,11 +99,24 @@ class SchedulerServer:
         self.closed.set()
         if self._ticker is not None:
             self._ticker.cancel()
+        for fut in self._retirements.values():
+            if not fut.done():
+                fut.set_exception(RuntimeError("the scheduler closed before retirement finished"))
+        # Workers are told to go, so they exit cleanly instead of reporting a
+        # lost scheduler; the flushes are bounded and concurrent.
+        workers, self._workers = list(self._workers.values()), {}
+        stimulus_id = self._stimulus("scheduler-close")
+        await asyncio.gather(*(self._close_worker_stream(comm, bsend, "the scheduler closed",
+                                                         stimulus_id)
+                               for comm, bsend in workers))
+        # (The listener aborts every connection it serves: workers first.)
         if self._listener is not None:
             await self._listener.close()
-        for comm, bsend in list(self._workers.values()) + list(self._clients.values()):
+        for comm, bsend in list(self._clients.values()):
             bsend.abort()
             comm.abort()
+        for task in list(self._background):
+            task.cancel()
 
     async def __aenter__(self) -> SchedulerServer:
         return await self.start()
@@ -123,11 +148,33 @@ class SchedulerServer:
             elif isinstance(instr, CloseWorker):
                 stream = self._workers.pop(instr.worker, None)
                 if stream is not None:
-                    logger.warning("Closing worker %s: %s", instr.worker, instr.reason)
-                    stream[1].abort()
-                    stream[0].abort()
+                    log = logger.info if instr.reason == "retired" else logger.warning
+                    log("Closing worker %s: %s", instr.worker, instr.reason)
+                    self._spawn(self._close_worker_stream(*stream, instr.reason,
+                                                          instr.stimulus_id))
+            elif isinstance(instr, RetirementDone):
+                fut = self._retirements.pop(instr.request_id, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(instr)
             else:  # pragma: no cover - the core's instruction set is closed
                 raise TypeError(f"unknown instruction {instr!r}")
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _close_worker_stream(self, comm: Comm, bsend: BatchedSend, reason: str,
+                                   stimulus_id: str) -> None:
+        """Tell a worker to exit (``Shutdown``), flush, then close its stream."""
+        bsend.send(m.Shutdown(reason, stimulus_id))
+        try:
+            await asyncio.wait_for(bsend.close(), SHUTDOWN_FLUSH_TIMEOUT)
+        except (TimeoutError, OSError, CommClosedError):
+            pass
+        finally:
+            bsend.abort()
+            comm.abort()
 
     # ------------------------------------------------------------ connections
 
@@ -185,7 +232,9 @@ class SchedulerServer:
             while True:
                 batch = await comm.recv()
                 for msg in batch if isinstance(batch, (list, tuple)) else (batch,):
-                    if isinstance(msg, m.Request):
+                    if isinstance(msg, m.Request) and msg.op in DEFERRED_QUERIES:
+                        self._spawn(self._answer_later(msg, bsend))
+                    elif isinstance(msg, m.Request):
                         bsend.send(self._answer(msg))
                     elif isinstance(msg, CLIENT_MESSAGES):
                         if isinstance(msg, m.UpdateGraph):
@@ -212,7 +261,10 @@ class SchedulerServer:
                 msg = await comm.recv()
                 if not isinstance(msg, m.Request):
                     raise CommClosedError("expected a Request")
-                await comm.send(self._answer(msg))
+                if msg.op in DEFERRED_QUERIES:
+                    await comm.send(await self._answer_deferred(msg))
+                else:
+                    await comm.send(self._answer(msg))
         except CommClosedError:
             pass
 
@@ -225,6 +277,33 @@ class SchedulerServer:
         except Exception as exc:  # a bad query must not take the scheduler down
             logger.info("Query %s failed: %s", req.op, exc)
             return m.Reply(req.request_id, False, f"{type(exc).__name__}: {exc}")
+
+    async def _answer_later(self, req: m.Request, bsend: BatchedSend) -> None:
+        bsend.send(await self._answer_deferred(req))
+
+    async def _answer_deferred(self, req: m.Request) -> m.Reply:
+        try:
+            result = await self._retire_workers(dict(req.args or {}))
+            return m.Reply(req.request_id, True, result)
+        except Exception as exc:
+            logger.info("Query %s failed: %s", req.op, exc)
+            return m.Reply(req.request_id, False, f"{type(exc).__name__}: {exc}")
+
+    async def _retire_workers(self, args: dict[str, Any]) -> dict[str, Any]:
+        """{"retired": {address: info}, "refused": {worker: reason}} once settled."""
+        workers = args.get("workers")
+        if isinstance(workers, str):
+            workers = [workers]
+        if not isinstance(workers, (list, tuple)) or not workers:
+            raise ValueError(f"retire_workers needs workers=[addresses or names], got "
+                             f"{workers!r}")
+        request_id = self._stimulus("retire")
+        fut: asyncio.Future[RetirementDone] = asyncio.get_running_loop().create_future()
+        self._retirements[request_id] = fut
+        self.handle(RetireWorkers(tuple(str(w) for w in workers), bool(args.get("close", True)),
+                                  request_id, time.time(), request_id))
+        done = await fut
+        return {"retired": dict(done.retired), "refused": dict(done.refused)}
 
     def _query(self, op: str, args: dict[str, Any]) -> Any:
         state = self.state

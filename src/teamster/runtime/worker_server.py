@@ -97,6 +97,9 @@ class WorkerServer:
         self._listener: Any = None
         self._scheduler_comm: Comm | None = None
         self._executor: BatchingExecutor | None = None
+        #: Why the scheduler told this worker to go (Shutdown), once it did.
+        self.shutdown_reason: str | None = None
+        self._closing: asyncio.Task[None] | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -124,7 +127,9 @@ class WorkerServer:
         first = await comm.recv()
         if not _registered(first):
             await self.close()
-            raise RuntimeError(f"The scheduler at {self.scheduler_address} refused this worker")
+            why = _shutdown_reason(first)
+            raise RuntimeError(f"The scheduler at {self.scheduler_address} refused this worker"
+                               + (f": {why}" if why else ""))
         self._bsend.start(comm)
         # Work may already ride in the batch that carried the acknowledgement.
         self._handle_scheduler_batch(first)
@@ -140,8 +145,12 @@ class WorkerServer:
         if self.finished.is_set():
             return
         self.finished.set()
+        current = asyncio.current_task()
         for task in list(self._background):
-            task.cancel()
+            # (Not the task running this: cancelling it skipped the rest of
+            # the close, leaving the spill directory and listener behind.)
+            if task is not current:
+                task.cancel()
         if self._executor is not None:
             self._executor.shutdown()
         await self._bsend.close()
@@ -254,14 +263,27 @@ class WorkerServer:
             while True:
                 self._handle_scheduler_batch(await comm.recv())
         except CommClosedError:
-            logger.warning("Lost the scheduler at %s; shutting down", self.scheduler_address)
+            if self.shutdown_reason is None and not self.finished.is_set():
+                logger.warning("Lost the scheduler at %s; shutting down",
+                               self.scheduler_address)
         finally:
-            self._spawn(self.close())
+            self._close_soon()
+
+    def _close_soon(self) -> None:
+        # Not in _background: close() cancels those, and must not cancel itself.
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self.close())
 
     def _handle_scheduler_batch(self, batch: Any) -> None:
         for msg in batch if isinstance(batch, (list, tuple)) else (batch,):
-            if isinstance(msg, (m.ComputeTask, m.FreeKeys, m.StealRequest)):
+            if isinstance(msg, (m.ComputeTask, m.FreeKeys, m.StealRequest, m.AcquireReplicas)):
                 self.handle(msg)
+            elif isinstance(msg, m.Shutdown):
+                if self.shutdown_reason is None:
+                    self.shutdown_reason = msg.reason
+                    logger.info("The scheduler closed this worker (%s); shutting down",
+                                msg.reason)
+                    self._close_soon()
 
     async def _heartbeat_forever(self) -> None:
         import psutil
@@ -354,6 +376,11 @@ class _Result:
         self.value = value
         self.nbytes = nbytes
         self.type_name = type_name
+
+
+def _shutdown_reason(reply: Any) -> str:
+    msgs = reply if isinstance(reply, (list, tuple)) else (reply,)
+    return next((x.reason for x in msgs if isinstance(x, m.Shutdown)), "")
 
 
 def _registered(reply: Any) -> bool:

@@ -8,7 +8,7 @@ with ``validate=True`` so every index is cross-checked after every event:
   cancelling and scattering, workers joining, leaving, re-registering,
   heartbeating and going silent (Ticks with advancing time), and simulated
   workers that finish, fail, give up or lose the tasks the scheduler sent
-  them. Messages from the scheduler to each worker wait in a FIFO inbox and
+  them, and workers retired gracefully (their unique data copied elsewhere). Messages from the scheduler to each worker wait in a FIFO inbox and
   are delivered at random moments, so every crossing of messages on the wire
   (a result racing a FreeKeys, a stale AddKeys, ...) is exercised.
   After the random phase the world is run to quiescence, and liveness and
@@ -32,8 +32,13 @@ from hypothesis import strategies as st
 
 from teamster.core import messages as m
 from teamster.core.scheduler import SchedulerState
-from teamster.core.scheduler.events import Tick
-from teamster.core.scheduler.instructions import CloseWorker, SendToClient, SendToWorker
+from teamster.core.scheduler.events import RetireWorkers, Tick
+from teamster.core.scheduler.instructions import (
+    CloseWorker,
+    RetirementDone,
+    SendToClient,
+    SendToWorker,
+)
 from teamster.core.worker import WorkerState
 from teamster.core.worker import events as wev
 from teamster.core.worker.instructions import DeleteData, Execute, GatherDep, SendToScheduler
@@ -99,6 +104,10 @@ class SchedulerWorld:
         #: (worker, key) whose stale result the scheduler had to take for a
         #: re-assignment's (see ``_crossing_reassignment``).
         self.stale_accepted: set[tuple[str, m.Key]] = set()
+        #: Retirement requests sent and not yet answered.
+        self.retire_requests: set[str] = set()
+        #: Workers drained without close: their manager stops them next.
+        self.drained: list[str] = []
         self.trace: list[str] = []
 
     # ---------------------------------------------------------------- driving
@@ -121,6 +130,10 @@ class SchedulerWorld:
             self.trace.append(f"    -> {instr!r}")
         self._route(out)
         self._track_wants()
+        while self.drained:
+            address = self.drained.pop()
+            if address in self.workers:
+                self.remove_worker(address)
         return out
 
     def _route(self, out: list[Any]) -> None:
@@ -155,6 +168,15 @@ class SchedulerWorld:
                 if instr.worker in s.workers:
                     raise self.fail(f"CloseWorker for a worker still registered: {instr}")
                 self.workers.pop(instr.worker, None)
+            elif isinstance(instr, RetirementDone):
+                if instr.request_id not in self.retire_requests:
+                    raise self.fail(f"answer to no retirement request: {instr}")
+                self.retire_requests.discard(instr.request_id)
+                for address, info in instr.retired:
+                    if info["closed"] and address in s.workers:
+                        raise self.fail(f"retired and closed but still registered: {instr}")
+                    if not info["closed"]:
+                        self.drained.append(address)
             else:
                 raise self.fail(f"unknown instruction {instr!r}")
 
@@ -241,6 +263,11 @@ class SchedulerWorld:
         self.handle(m.UpdateGraph(client, tuple(specs), tuple(wanted), self.now,
                                   f"graph-{self.n_events}"))
 
+    def retire(self, workers: list[str], close: bool) -> None:
+        request_id = f"retire-{self.n_events}"
+        self.retire_requests.add(request_id)
+        self.handle(RetireWorkers(tuple(workers), close, request_id, self.now, request_id))
+
     def release(self, client: str, keys: list[m.Key]) -> None:
         self.handle(m.ReleaseKeys(client, tuple(keys), f"release-{self.n_events}"))
 
@@ -290,10 +317,32 @@ class SchedulerWorld:
                 self.handle(m.StealResponse(address, msg.key, msg.steal_id, stolen,
                                             "ready" if stolen else "memory",
                                             f"steal-{msg.key}-{self.n_events}"))
+            elif isinstance(msg, m.AcquireReplicas):
+                self._acquire(sim, msg)
             else:
                 raise self.fail(f"unexpected message to a worker: {msg!r}")
             if self.workers.get(address) is not sim:
                 return  # it was closed by the reaction to its own message
+
+    def _acquire(self, sim: SimWorker, msg: m.AcquireReplicas) -> None:
+        """Copy keys off a retiring worker as a real worker would."""
+        added: list[m.Key] = []
+        failed: list[m.Key] = []
+        for key, holders, _ in msg.who_has:
+            peer = next((self.workers[h] for h in holders if h in self.workers), None)
+            if key in sim.memory or peer is not None and key in peer.memory:
+                sim.memory.add(key)
+                added.append(key)
+                continue
+            if peer is not None:
+                self.handle(m.MissingData(sim.address, key, peer.address,
+                                          f"missing-{key}-{self.n_events}"))
+            failed.append(key)
+        if added and self.workers.get(sim.address) is sim:
+            self.handle(m.AddKeys(sim.address, tuple(added), "", 0, 0.0, f"add-{self.n_events}"))
+        if failed and self.workers.get(sim.address) is sim:
+            self.handle(m.ReplicasNotAcquired(sim.address, tuple(failed),
+                                              f"not-acquired-{self.n_events}"))
 
     def _fetch_inputs(self, sim: SimWorker, msg: m.ComputeTask) -> bool:
         """Gather the task's inputs as a real worker would; False if it gave up."""
@@ -378,12 +427,23 @@ class SchedulerWorld:
         if not self.workers:
             self.add_worker(4, gpu=True, name_clash=False, reuse=False)
         for _ in range(5000):
+            if not self.workers:  # the last one was retired: its manager starts another
+                self.add_worker(4, gpu=True, name_clash=False, reuse=False)
             for address in sorted(self.workers):
                 if address in self.workers:
                     self.deliver(address, len(self.workers[address].inbox))
             busy = [(a, k) for a, sim in sorted(self.workers.items()) for k in sim.processing]
             if not busy and not any(sim.inbox for sim in self.workers.values()):
-                return
+                if not self.workers:
+                    continue  # (one is started at the top of the loop)
+                if not self.retire_requests:
+                    return
+                # A retirement finished by a release is noticed at the next tick.
+                self.handle(Tick(self.now, f"tick-{self.n_events}"))
+                if not any(sim.inbox for sim in self.workers.values()) \
+                        and self.retire_requests:
+                    raise self.fail(f"retirements never answered: {self.retire_requests}")
+                continue
             for address, key in busy:
                 sim = self.workers.get(address)
                 if sim is not None and key in sim.processing:
@@ -472,6 +532,8 @@ def _scheduler_step(world: SchedulerWorld, draw: Any) -> None:
         actions += ["finish"] * 8 + ["err", "give_up"]
     if holders and len(sims) > 1:
         actions += ["lose"]
+    if sims:
+        actions += ["retire"]
     wanted = [(cid, ts.key) for cid, cs in sorted(world.s.clients.items())
               for ts in cs.wants_what]
     if wanted:
@@ -501,6 +563,10 @@ def _scheduler_step(world: SchedulerWorld, draw: Any) -> None:
         targets = draw(st.lists(st.sampled_from(sims + departed), min_size=1,
                                 max_size=2, unique=True))
         world.scatter(client, key, targets)
+    elif action == "retire":
+        targets = draw(st.lists(st.sampled_from(sims + ["tcp://nobody"]), min_size=1,
+                                max_size=2, unique=True))
+        world.retire(targets, close=draw(st.integers(0, 3)) > 0)
     elif action == "register_client":
         world.register_client(draw(st.sampled_from(clients)))
     elif action == "deliver":

@@ -291,3 +291,18 @@ def test_worker_freed_while_acquiring_drops_the_replica() -> None:
     out = w.handle(ev.GatherDepSuccess(A, (("x", 10),), (), 0.01, "late"))
     assert all(not isinstance(i, SendToScheduler) for i in out)
     assert "x" not in w.tasks
+
+
+def test_no_message_follows_a_worker_closed_by_the_same_event() -> None:
+    """Found by test_properties: the result of a released task freed the
+    retiring worker and was freed *on* it in one event; the FreeKeys went to
+    a worker already removed."""
+    s = three_workers()
+    s.handle(graph("c", spec("t"), sid="g"))
+    assert s.tasks["t"].processing_on is s.workers[A]
+    s.handle(retire(A))
+    s.handle(m.ReleaseKeys("c", ("t",), "release"))
+    assert s.handle(finished(A, "t", sid="late")) == [
+        CloseWorker(A, "retired", "late"),
+        RetirementDone("r1", ((A, info(A)),), (), "late"),
+    ]

@@ -280,6 +280,10 @@ class Retirement:
             "closed": r.close,
         }
         if r.close:
+            # Messages this event had for it are moot (e.g. freeing a result
+            # it just reported): it exits holding nothing anyone needs.
+            s.out[:] = [i for i in s.out
+                        if not (type(i) is SendToWorker and i.worker == ws.address)]
             s.out.append(CloseWorker(ws.address, "retired", stimulus_id))
             # Every key it holds has another holder: removing it releases nothing.
             s._drop_worker(ws, "retired", stimulus_id)

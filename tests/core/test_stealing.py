@@ -151,3 +151,70 @@ def test_a_new_worker_steals_queued_work_on_joining() -> None:
     assert s.handle(answer(B, "slow-3", 1, True, sid="yes")) == [
         compute(C, "slow-3", (0, 2, 3), "yes"),
     ]
+
+
+def test_a_worker_blocked_by_an_overdue_task_gives_its_queue_back() -> None:
+    s = two_workers_with_a_queue()
+    # slow-2 (estimated 100 ms) has run for 3 s on A's only thread: slow-4,
+    # queued behind it, is asked back...
+    assert s.handle(m.Heartbeat(A, 5.0, (), (("slow-2", 3.0),), "hb")) == [
+        steal(A, "slow-4", 1, "hb"),
+    ]
+    # ... and placed again like any ready task: B, with room, takes it.
+    s.handle(finished(B, "slow-1", duration=0.1, sid="f1"))
+    assert s.handle(answer(A, "slow-4", 1, True, sid="back")) == [
+        compute(B, "slow-4", (0, 2, 4), "back"),
+    ]
+
+
+def test_a_task_within_its_estimate_blocks_nothing() -> None:
+    s = two_workers_with_a_queue()
+    assert s.handle(m.Heartbeat(A, 5.0, (), (("slow-2", 0.15),), "hb")) == []
+
+
+def test_the_most_backlogged_worker_is_robbed_first() -> None:
+    s = scheduler(register_worker(A), register_worker(B))
+    s.handle(graph("c", spec("mid-0"), spec("slow-0"), sid="g0"))
+    s.handle(finished(A, "mid-0", duration=0.15, sid="f0"))
+    s.handle(finished(B, "slow-0", duration=0.1, sid="f1"))
+    s.handle(graph("c", spec("mid-1", priority=(0, 1)), spec("mid-2", priority=(0, 2)),
+                   spec("slow-1", priority=(0, 3)), spec("slow-2", priority=(0, 4)), sid="g1"))
+    assert [s.tasks[k].processing_on.address for k in ("mid-1", "slow-1", "mid-2", "slow-2")] \
+        == [A, A, B, B]
+    # mid-1 has run 250 ms of its 150: A's queue is now the longer one (not
+    # yet blocked: that takes twice the estimate).
+    assert s.handle(m.Heartbeat(A, 1.0, (), (("mid-1", 0.25),), "hb")) == []
+    assert s.workers[A].occupancy > s.workers[B].occupancy
+    # A joining worker asks A first, then B (a 100 ms task on C still
+    # starts sooner than behind B's running one).
+    assert s.handle(register_worker(C, sid="rc")) == [
+        steal(A, "slow-1", 1, "rc"),
+        steal(B, "slow-2", 2, "rc"),
+    ]
+
+
+def test_a_large_input_read_by_many_is_copied_once_at_a_time_per_holder() -> None:
+    """50 MB on A (0.5 s at the assumed 100 MB/s) and twelve 200 ms readers.
+
+    One copy pays for itself (the readers' work spread over the holders is
+    far over two transfers), so the first idle worker, C, takes readers at
+    once. A second copy would share A's link with C's: it costs two
+    transfers, so A queues readers until its queue is longer than that,
+    and only then does B start a copy."""
+    s = scheduler(register_worker(A), register_worker(B), register_worker(C))
+    s.handle(m.ScatteredData("c", (("big", (A,), 50_000_000),), "sc"))
+    s.handle(graph("c", spec("read-0", "big"), wanted=("read-0",), sid="g0"))
+    s.handle(finished(A, "read-0", duration=0.2, sid="f0"))
+    keys = tuple(f"read-{i}" for i in range(1, 13))
+    out = s.handle(graph("c", *[spec(k, "big", priority=(0, i + 1)) for i, k in enumerate(keys)],
+                         wanted=keys, sid="g1"))
+    placed = [(o.worker, o.msg.key) for o in out]
+    assert placed[:2] == [(A, "read-1"), (C, "read-2")]
+    on = {w: [k for ww, k in placed if ww == w] for w in (A, B, C)}
+    assert len(on[A]) == 6 and on[B] == ["read-9", "read-10"]
+    assert s.tasks["big"].fetching is not None and set(s.tasks["big"].fetching) == {
+        s.workers[B], s.workers[C]}
+    # C's copy lands: C is a holder, no longer a fetcher.
+    assert s.handle(m.AddKeys(C, ("big",), A, 50_000_000, 0.05, "copied")) == []
+    assert set(s.tasks["big"].who_has) == {s.workers[A], s.workers[C]}
+    assert set(s.tasks["big"].fetching) == {s.workers[B]}

@@ -15,8 +15,10 @@ Rules of this module:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, ClassVar, TypeAlias, TypeVar, dataclass_transform
+
+from teamster.core.record import record
 
 #: A task key: a string, or a dask-style tuple such as ("x-123", 0, 1).
 Key: TypeAlias = str | tuple[Any, ...]
@@ -26,7 +28,7 @@ Address: TypeAlias = str
 Priority: TypeAlias = tuple[Any, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Serialized:
     """Opaque user bytes: a pickle stream plus its out-of-band buffers.
 
@@ -52,7 +54,7 @@ _M = TypeVar("_M", bound=type)
 @dataclass_transform(frozen_default=True, field_specifiers=(field,))
 def message(cls: _M) -> _M:
     """Register a frozen slotted dataclass as a wire message (tag = registration index)."""
-    new: Any = dataclass(frozen=True, slots=True)(cls)
+    new: Any = record(cls)
     new.tag = len(MESSAGE_TYPES)
     MESSAGE_TYPES.append(new)
     return new  # type: ignore[no-any-return]

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from teamster.core.messages import Message
+from teamster.core.record import record
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SendToWorker:
     worker: str
     msg: Message
@@ -17,7 +16,7 @@ class SendToWorker:
         return self.msg.stimulus_id
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SendToClient:
     client: str
     msg: Message
@@ -27,7 +26,7 @@ class SendToClient:
         return self.msg.stimulus_id
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CloseWorker:
     """Disconnect a worker (e.g. a second registration under a live address)."""
 

@@ -183,6 +183,8 @@ class TaskFinished(Message):
     type_name: str
     #: Wall time the task ran on the worker, in seconds.
     duration: float
+    #: The assignment this result answers (``ComputeTask.run_id``, echoed).
+    run_id: int
     stimulus_id: str
 
 
@@ -195,6 +197,8 @@ class TaskErred(Message):
     #: repr of the exception, readable without unpickling.
     exception_text: str
     duration: float
+    #: The assignment this failure answers (``ComputeTask.run_id``, echoed).
+    run_id: int
     stimulus_id: str
 
 
@@ -223,6 +227,8 @@ class RescheduleTask(Message):
 
     worker: Address
     key: Key
+    #: The assignment given up (``ComputeTask.run_id``, echoed).
+    run_id: int
     stimulus_id: str
 
 
@@ -238,6 +244,10 @@ class ComputeTask(Message):
     who_has: tuple[tuple[Key, tuple[Address, ...], int], ...]
     priority: Priority
     resources: tuple[tuple[str, float], ...] | None
+    #: Unique per assignment. A key can be assigned, freed and assigned again
+    #: to the same worker while the first run's result is on the wire; the
+    #: echoed run_id tells that stale result from the current one.
+    run_id: int
     stimulus_id: str
 
 

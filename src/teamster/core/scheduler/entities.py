@@ -70,6 +70,7 @@ class TaskState:
         "resource_restrictions",
         "suspicious",
         "queue_seq",
+        "run_id",
     )
 
     def __init__(self, key: Key, prefix: TaskPrefix, run_spec: Serialized | None) -> None:
@@ -108,6 +109,9 @@ class TaskState:
         self.suspicious = 0
         #: Sequence number of its live entry in the ready queue (stale entries differ).
         self.queue_seq = -1
+        #: The current assignment's id (see ``ComputeTask.run_id``); results
+        #: carrying another id answer an earlier assignment and are stale.
+        self.run_id = -1
 
     def __repr__(self) -> str:
         return f"<Task {self.key!r} {self.state}>"

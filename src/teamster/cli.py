@@ -40,8 +40,12 @@ def _serve(server: Any, label: str) -> None:
 def _scheduler(args: argparse.Namespace) -> None:
     from teamster.runtime.scheduler_server import SchedulerServer
 
-    _serve(SchedulerServer(args.host, args.port, heartbeat_timeout=args.heartbeat_timeout),
-           "Scheduler")
+    try:
+        server = SchedulerServer(args.host, args.port, heartbeat_timeout=args.heartbeat_timeout,
+                                 client_grace=args.client_grace)
+    except ValueError as exc:
+        raise SystemExit(f"teamster scheduler: {exc}") from None
+    _serve(server, "Scheduler")
 
 
 def _parse_resources(items: list[str]) -> dict[str, float]:
@@ -70,7 +74,8 @@ def _worker(args: argparse.Namespace) -> None:
     server = WorkerServer(
         args.scheduler, nthreads=args.nthreads, name=args.name, host=args.host, port=args.port,
         memory_limit=memory_limit, resources=_parse_resources(args.resources),
-        connect_timeout=args.connect_timeout,
+        connect_timeout=args.connect_timeout, reconnect_timeout=args.reconnect_timeout,
+        heartbeat_interval=args.heartbeat_interval,
     )
     try:
         _serve(server, "Worker")
@@ -94,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8786)
     p.add_argument("--heartbeat-timeout", type=float, default=60.0,
                    help="seconds of silence after which a worker is declared lost")
+    p.add_argument("--client-grace", type=float, default=30.0,
+                   help="seconds a disconnected client's futures are kept for it to reconnect")
     p.set_defaults(func=_scheduler)
 
     p = sub.add_parser("worker", help="run a worker connected to SCHEDULER")
@@ -105,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-limit", default="0", help="bytes, or e.g. 4GiB (0: none)")
     p.add_argument("--resources", action="append", default=[], help="NAME=QUANTITY")
     p.add_argument("--connect-timeout", type=float, default=30.0)
+    p.add_argument("--reconnect-timeout", type=float, default=60.0,
+                   help="seconds to keep trying to reach a lost scheduler before exiting "
+                        "(0: exit at once)")
+    p.add_argument("--heartbeat-interval", type=float, default=1.0,
+                   help="seconds between heartbeats to the scheduler")
     p.set_defaults(func=_worker)
 
     p = sub.add_parser("demo", help="run a real workload on a local cluster and report")

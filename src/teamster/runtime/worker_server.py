@@ -4,6 +4,13 @@ Events come from the scheduler's stream (ComputeTask, FreeKeys), from the
 thread pool (a task finished) and from transfers (a peer answered). Every
 instruction of ``WorkerState.handle`` is carried out here. The values
 themselves live in ``self.data``; the state machine only knows their sizes.
+
+Losing the scheduler connection: the scheduler has (or soon will have)
+removed this worker, rescheduled its tasks and written off its data. So the
+worker starts over: a fresh ``WorkerState``, an empty store, and a new
+*session* number; executions and transfers still running from the old
+session are discarded when they end. It reconnects with backoff for up to
+``reconnect_timeout`` seconds, then exits.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
 from typing import Any
 
 from teamster.core import messages as m
@@ -63,6 +71,7 @@ class WorkerServer:
         validate: bool | None = None,
         heartbeat_interval: float = 1.0,
         connect_timeout: float = 30.0,
+        reconnect_timeout: float = 60.0,
     ) -> None:
         self.scheduler_address = scheduler_address
         self.nthreads = nthreads
@@ -73,6 +82,12 @@ class WorkerServer:
         self.validate = validation_from_env() if validate is None else validate
         self.heartbeat_interval = heartbeat_interval
         self.connect_timeout = connect_timeout
+        #: Seconds to keep trying to reach the scheduler after losing it (0: exit at once).
+        self.reconnect_timeout = reconnect_timeout
+        #: Incremented whenever the state starts over; work of older sessions is dropped.
+        self.session = 0
+        #: How many times the scheduler connection was re-established.
+        self.reconnections = 0
         self.address = ""
         #: Task values by key; WorkerState tracks which keys these are.
         self.data: dict[m.Key, Any] = {}
@@ -97,20 +112,11 @@ class WorkerServer:
                                  validate=self.validate)
         loop = asyncio.get_running_loop()
         self._executor = BatchingExecutor(self.nthreads, loop, self._on_executed)
-        comm = await connect(self.scheduler_address, timeout=self.connect_timeout,
-                             handshake={"role": "worker", "address": self.address})
-        self._scheduler_comm = comm
-        await comm.send(m.RegisterWorker(
-            self.address, self.name, self.nthreads, self.memory_limit,
-            tuple(sorted(self.resources.items())), 0.0, f"register-{self.address}"))
-        first = await comm.recv()
-        if not _registered(first):
+        try:
+            await self._connect_scheduler(self.connect_timeout)
+        except BaseException:
             await self.close()
-            raise RuntimeError(f"The scheduler at {self.scheduler_address} refused this worker")
-        self._bsend.start(comm)
-        # Work may already ride in the batch that carried the acknowledgement.
-        self._handle_scheduler_batch(first)
-        self._spawn(self._read_scheduler(comm))
+            raise
         self._spawn(self._heartbeat_forever())
         logger.info("Worker %s (%d threads) registered with %s", self.address, self.nthreads,
                     self.scheduler_address)
@@ -168,14 +174,17 @@ class WorkerServer:
         assert self._executor is not None
         spec = instr.run_spec
         data = self.data if instr.dependencies else {}
+        token = (self.session, instr.key)
         if spec is None:  # an alias: the value of its single dependency
             dep = instr.dependencies[0]
-            self._executor.submit(instr.key, lambda: data[dep])
+            self._executor.submit(token, lambda: data[dep])
         else:
-            self._executor.submit(instr.key, lambda: run_task(spec, data))
+            self._executor.submit(token, lambda: run_task(spec, data))
 
     def _on_executed(self, batch: list[Done]) -> None:
-        for key, ok, value, start, stop in batch:
+        for (session, key), ok, value, start, stop in batch:
+            if session != self.session:
+                continue  # started before the scheduler connection was lost
             stim = self._stimulus("execute")
             if ok:
                 self.data[key] = value
@@ -186,16 +195,21 @@ class WorkerServer:
                 self.handle(ev.ExecuteFailure(key, exc_s, tb_s, text, stop - start, stim))
 
     async def _gather(self, instr: GatherDep) -> None:
+        session = self.session
         try:
             reply = await self._pool.request(instr.worker, m.GetData(instr.keys, instr.stimulus_id))
             if not isinstance(reply, m.DataReply):
                 raise CommClosedError(f"unexpected reply to GetData: {reply!r:.200}")
+            if session != self.session:
+                return  # asked for by a state since discarded
             received = []
             for key, blob in reply.data:
                 self.data[key] = deserialize(blob)
                 received.append((key, blob.nbytes))
         except (OSError, CommClosedError) as exc:
             logger.info("Fetching %d keys from %s failed: %s", len(instr.keys), instr.worker, exc)
+            if session != self.session:
+                return
             self.handle(ev.GatherDepFailure(instr.worker, instr.keys, str(exc),
                                             self._stimulus("gather-failed")))
             return
@@ -204,13 +218,74 @@ class WorkerServer:
 
     # ------------------------------------------------------------ connections
 
+    async def _connect_scheduler(self, timeout: float) -> None:
+        """Connect, register, and start reading the scheduler's stream."""
+        comm = await connect(self.scheduler_address, timeout=timeout,
+                             handshake={"role": "worker", "address": self.address})
+        try:
+            await comm.send(m.RegisterWorker(
+                self.address, self.name or self.address, self.nthreads, self.memory_limit,
+                tuple(sorted(self.resources.items())), 0.0, f"register-{self.address}"))
+            first = await asyncio.wait_for(comm.recv(), timeout)
+            if not _registered(first):
+                raise RuntimeError(
+                    f"The scheduler at {self.scheduler_address} refused this worker")
+        except BaseException:
+            comm.abort()
+            raise
+        self._scheduler_comm = comm
+        self._bsend = BatchedSend(interval=0.002)
+        self._bsend.start(comm)
+        # Work may already ride in the batch that carried the acknowledgement.
+        self._handle_scheduler_batch(first)
+        self._spawn(self._read_scheduler(comm))
+
     async def _read_scheduler(self, comm: Comm) -> None:
         try:
             while True:
                 self._handle_scheduler_batch(await comm.recv())
-        except CommClosedError:
-            logger.warning("Lost the scheduler at %s; shutting down", self.scheduler_address)
-        finally:
+        except CommClosedError as exc:
+            reason = str(exc)
+        if self.finished.is_set():
+            return
+        if self.reconnect_timeout <= 0:
+            logger.warning("Lost the scheduler at %s (%s); shutting down",
+                           self.scheduler_address, reason)
+            self._spawn(self.close())
+            return
+        logger.warning("Lost the scheduler at %s (%s); reconnecting for up to %ss",
+                       self.scheduler_address, reason, self.reconnect_timeout)
+        self._bsend.abort()
+        self._start_over()
+        self._spawn(self._reconnect())
+
+    def _start_over(self) -> None:
+        """Forget everything: the scheduler wrote this worker's tasks and data off."""
+        self.session += 1
+        self.data.clear()
+        self.state = WorkerState(self.address, self.nthreads, resources=self.resources,
+                                 validate=self.validate)
+
+    async def _reconnect(self) -> None:
+        deadline = time.monotonic() + self.reconnect_timeout
+        delay = 0.05
+        while not self.finished.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                await self._connect_scheduler(min(self.connect_timeout, max(remaining, 0.1)))
+            except (TimeoutError, OSError, CommClosedError, RuntimeError) as exc:
+                logger.info("Reconnecting to %s failed: %s", self.scheduler_address, exc)
+                await asyncio.sleep(min(delay, max(deadline - time.monotonic(), 0)))
+                delay = min(delay * 2, 2.0)
+                continue
+            self.reconnections += 1
+            logger.warning("Reconnected to the scheduler at %s", self.scheduler_address)
+            return
+        if not self.finished.is_set():
+            logger.warning("Could not reach the scheduler at %s for %ss; shutting down",
+                           self.scheduler_address, self.reconnect_timeout)
             self._spawn(self.close())
 
     def _handle_scheduler_batch(self, batch: Any) -> None:
@@ -225,6 +300,8 @@ class WorkerServer:
         while True:
             await asyncio.sleep(self.heartbeat_interval)
             assert self.state is not None
+            if self._bsend.closed():
+                continue  # reconnecting; the new registration says we are alive
             metrics = (
                 ("cpu", proc.cpu_percent()),
                 ("memory", float(proc.memory_info().rss)),

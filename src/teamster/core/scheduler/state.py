@@ -262,7 +262,14 @@ class SchedulerState:
         return cs
 
     def _register_client(self, ev: m.RegisterClient) -> None:
-        self._client(ev.client, ev.now).last_seen = ev.now
+        known = ev.client in self.clients
+        cs = self._client(ev.client, ev.now)
+        cs.last_seen = ev.now
+        if known:
+            # A client reconnecting: reports sent while it was away were lost
+            # with its connection; repeat the final ones.
+            for ts in cs.wants_what:
+                self._report(cs, ts, ev.stimulus_id)
 
     def _remove_client(self, ev: m.RemoveClient) -> None:
         cs = self.clients.get(ev.client)
@@ -276,6 +283,10 @@ class SchedulerState:
             return
         cs.wants_what[ts] = None
         ts.who_wants[cs] = None
+        self._report(cs, ts, stimulus_id)
+
+    def _report(self, cs: ClientInfo, ts: TaskState, stimulus_id: str) -> None:
+        """Tell the client the outcome of a key it wants, if there is one yet."""
         if ts.state == "memory":
             msg = m.KeyInMemory(
                 ts.key, tuple(w.address for w in ts.who_has), ts.nbytes, ts.type_name, stimulus_id

@@ -69,6 +69,29 @@ def format_address(sockname: Any) -> str:
     return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
 
 
+#: A peer that stops acknowledging (host gone, network partitioned) is
+#: declared dead after this many seconds: probes start after KEEPALIVE_IDLE
+#: seconds of silence. Without it a request to a partitioned peer waits for
+#: its reply forever (the kernel's defaults give up after about two hours).
+USER_TIMEOUT = 30.0
+KEEPALIVE_IDLE = 10
+KEEPALIVE_INTERVAL = 2
+KEEPALIVE_COUNT = 5
+
+
+def _detect_dead_peers(sock: socket.socket) -> None:
+    options = [("TCP_KEEPIDLE", KEEPALIVE_IDLE), ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
+               ("TCP_KEEPCNT", KEEPALIVE_COUNT), ("TCP_USER_TIMEOUT", int(USER_TIMEOUT * 1000))]
+    for name, value in options:
+        opt = getattr(socket, name, None)
+        if opt is None:  # pragma: no cover - not Linux
+            continue
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, opt, value)
+        except OSError:  # pragma: no cover - platform specific
+            pass
+
+
 class TCPComm(Comm, asyncio.BufferedProtocol):
     """One TCP connection. Created by ``connect``/``listen``, not by users."""
 
@@ -108,6 +131,7 @@ class TCPComm(Comm, asyncio.BufferedProtocol):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
             except OSError:  # pragma: no cover - platform specific
                 pass
+            _detect_dead_peers(sock)
         self.peer_address = format_address(transport.get_extra_info("peername"))
         self.local_address = format_address(transport.get_extra_info("sockname"))
         if self._on_connected is not None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import dataclasses
 import itertools
 import logging
 import threading
@@ -139,6 +140,10 @@ class Client(ClusterOperations, DaskCollections):
         #: Set while the scheduler connection is up (cleared while reconnecting).
         self._connected: asyncio.Event | None = None
         self._reconnecting: asyncio.Task[None] | None = None
+        #: Wanted key -> the UpdateGraph that submitted it, until the scheduler
+        #: reports the key: a graph lost with a dropped connection is sent
+        #: again after reconnecting. Loop thread only.
+        self._submitted_by: dict[Key, m.UpdateGraph] = {}
         #: key -> the state every future of that key shares. Written under _lock
         #: (user threads and the release drain); read freely by the loop.
         self.futures: dict[Key, FutureState] = {}
@@ -344,6 +349,21 @@ class Client(ClusterOperations, DaskCollections):
         if not keys:
             return
         unknown = await self._request("unknown_keys", {"keys": keys})
+        # Graphs that never arrived (lost in the dropped connection's buffers)
+        # go again, in their original order, wanting only keys still held.
+        graphs = list({id(g): g for k in unknown
+                       if (g := self._submitted_by.get(k)) is not None}.values())
+        if graphs:
+            order: dict[int, int] = {}
+            for g in self._submitted_by.values():  # (insertion order: submission order)
+                order.setdefault(id(g), len(order))
+            graphs.sort(key=lambda g: order[id(g)])
+            for g in graphs:
+                wanted = tuple(k for k in g.wanted if k in self.futures)
+                self._bsend.send(dataclasses.replace(g, wanted=wanted))
+            resent = {k for g in graphs for k in g.wanted}
+            logger.info("%s sent %d graph(s) again after reconnecting", self.id, len(graphs))
+            unknown = [k for k in unknown if k not in resent]
         for key in unknown:
             st = self.futures.get(key)
             if st is not None:
@@ -368,11 +388,13 @@ class Client(ClusterOperations, DaskCollections):
                 fut.set_exception(exc)
 
     def _on_key_in_memory(self, msg: m.KeyInMemory) -> None:
+        self._submitted_by.pop(msg.key, None)
         st = self.futures.get(msg.key)
         if st is not None:  # None: no future holds the key any more
             st.finish(tuple(msg.who_has), msg.nbytes, msg.type_name)
 
     def _on_key_erred(self, msg: m.KeyErred) -> None:
+        self._submitted_by.pop(msg.key, None)
         st = self.futures.get(msg.key)
         if st is not None:
             st.set_error(msg.exception, msg.traceback, msg.exception_text)
@@ -424,7 +446,11 @@ class Client(ClusterOperations, DaskCollections):
                 if type(item) is tuple:  # (_RELEASE, key)
                     if self._decref(item[1]):
                         released.append(item[1])
+                        self._submitted_by.pop(item[1], None)
                     continue
+                if type(item) is m.UpdateGraph and item.tasks:
+                    for key in item.wanted:
+                        self._submitted_by[key] = item
                 if released:
                     msgs.append(m.ReleaseKeys(self.id, tuple(released),
                                               self._stimulus("release")))

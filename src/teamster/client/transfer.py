@@ -61,8 +61,9 @@ class WorkerConnections:
                 break
             comm = None
         if comm is None:
+            # A worker named as a holder was listening: refused means it died.
             comm = await connect(address, handshake=self._handshake,
-                                 timeout=self.connect_timeout)
+                                 timeout=self.connect_timeout, retry_refused=False)
         self._busy.add(comm)
         try:
             await comm.send(msg)

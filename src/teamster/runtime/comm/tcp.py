@@ -65,6 +65,10 @@ def parse_host_port(location: str) -> tuple[str, int]:
 
 
 def format_address(sockname: Any) -> str:
+    if not sockname:
+        # The peer reset the connection before it was set up (a worker killed
+        # mid-connect); the comm fails on first use, which callers handle.
+        return "tcp://<disconnected>"
     host, port = sockname[0], sockname[1]
     return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
 
@@ -279,13 +283,17 @@ class TCPComm(Comm, asyncio.BufferedProtocol):
 
 
 async def connect(address: str, *, handshake: dict[str, Any], timeout: float = 10.0,
-                  max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> TCPComm:
+                  max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+                  retry_refused: bool = True) -> TCPComm:
     """Connect to "tcp://host:port" and exchange handshakes.
 
     Retries refused/failed connections with jittered exponential backoff, so
     a worker may start before its scheduler. Raises ``ConnectTimeoutError`` if
     no connection and handshake completed within ``timeout`` seconds, and
-    ``HandshakeError`` (not retried) if the peer is incompatible.
+    ``HandshakeError`` (not retried) if the peer is incompatible. With
+    ``retry_refused=False`` a refused connection raises at once: for peers
+    known to have been listening (a worker holding data), refusal means the
+    process is gone, and waiting out the timeout only delays the recovery.
     """
     _, location = parse_address(address)
     host, port = parse_host_port(location)
@@ -314,6 +322,8 @@ async def connect(address: str, *, handshake: dict[str, Any], timeout: float = 1
         except TimeoutError:  # before OSError: asyncio's TimeoutError is an OSError
             last_error = "connection attempt did not complete"
         except OSError as e:
+            if not retry_refused and isinstance(e, ConnectionRefusedError):
+                raise
             last_error = e
             delay = min(backoff * (0.5 + random.random()), deadline - loop.time())
             backoff = min(backoff * 2, 1.0)

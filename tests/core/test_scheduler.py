@@ -876,3 +876,22 @@ def test_stale_result_for_a_key_now_running_elsewhere_is_freed() -> None:
     ]
     assert s.handle(finished(s, A, "x", run_id=1, sid="stale")) == [free(A, "stale", "x")]
     assert states(s, "x") == {"x": "processing"}
+
+
+# ------------------------------------------------------- clients reconnecting
+
+
+def test_known_client_registering_again_hears_its_finished_keys_again() -> None:
+    """Reports sent while a client's connection was down are lost with it."""
+    s = scheduler(register_worker(A, nthreads=3))
+    s.handle(graph("c", spec("x"), spec("bad"), spec("y", "x"), wanted=("x", "bad", "y"),
+                   sid="g1"))
+    s.handle(finished(s, A, "x", sid="fx"))
+    s.handle(erred(s, A, "bad", sid="eb"))
+    assert states(s, "x", "bad", "y") == {"x": "memory", "bad": "erred", "y": "processing"}
+    assert s.handle(m.RegisterClient("c", 5.0, "back")) == [
+        in_memory("c", "x", (A,), "back"),
+        key_erred("c", "bad", "back"),
+    ]
+    # A new client hears nothing: it wants nothing yet.
+    assert s.handle(m.RegisterClient("d", 5.0, "new")) == []

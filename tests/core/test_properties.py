@@ -119,7 +119,21 @@ class SchedulerWorld:
             self.trace.append(f"    -> {instr!r}")
         self._route(out)
         self._track_wants()
+        self._check_no_doomed_replica()
         return out
+
+    def _check_no_doomed_replica(self) -> None:
+        """A replica the scheduler counts must not be one a FreeKeys already on its
+        way to that worker will delete (the run_id race made such ghosts)."""
+        for address, sim in self.workers.items():
+            ws = self.s.workers.get(address)
+            if ws is None or not sim.inbox:
+                continue
+            doomed = {k for msg in sim.inbox if isinstance(msg, m.FreeKeys) for k in msg.keys}
+            ghosts = [ts.key for ts in ws.has_what if ts.key in doomed]
+            if ghosts:
+                raise self.fail(f"{address}: the scheduler counts replicas of {ghosts} that a "
+                                "queued FreeKeys will delete", ghosts[0])
 
     def _route(self, out: list[Any]) -> None:
         s = self.s

@@ -24,7 +24,7 @@ import pytest
 
 from teamster import Client, LocalCluster
 from teamster.cluster.local import _read_address, _terminate
-from teamster.errors import FutureLostError, KilledWorker
+from teamster.errors import CancelledError, FutureLostError, KilledWorker
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -277,3 +277,27 @@ def test_disconnected_client_process_has_its_futures_released_after_the_grace_pe
         finally:
             proc.kill()
             proc.wait()
+
+
+def test_client_and_worker_give_up_once_the_scheduler_stays_gone():
+    sched = subprocess.Popen([sys.executable, "-m", "teamster.cli", "scheduler", "--port", "0"],
+                             stdout=subprocess.PIPE)
+    worker = None
+    try:
+        address = _read_address(sched, "scheduler", 30)
+        worker = subprocess.Popen([sys.executable, "-m", "teamster.cli", "worker", address,
+                                   "--reconnect-timeout", "1"], stdout=subprocess.PIPE)
+        _read_address(worker, "worker", 30)
+        with Client(address, timeout=2, reconnect_timeout=1) as client:
+            running = client.submit(pause, 1, 60)
+            wait_until(lambda: client.scheduler_info()["tasks"].get("processing"),
+                       what="the task running")
+            sched.kill()
+            with pytest.raises(CancelledError, match="scheduler-connection-lost"):
+                running.result(timeout=30)
+            assert client.status == "closing"
+        assert worker.wait(timeout=30) == 0  # it tried for 1 s, then exited
+    finally:
+        for proc in (worker, sched):
+            if proc is not None:
+                _terminate(proc)

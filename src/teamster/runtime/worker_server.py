@@ -126,8 +126,10 @@ class WorkerServer:
         if self.finished.is_set():
             return
         self.finished.set()
+        current = asyncio.current_task()
         for task in list(self._background):
-            task.cancel()
+            if task is not current:  # (close itself may run as a background task)
+                task.cancel()
         if self._executor is not None:
             self._executor.shutdown()
         await self._bsend.close()

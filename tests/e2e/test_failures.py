@@ -301,3 +301,46 @@ def test_client_and_worker_give_up_once_the_scheduler_stays_gone():
         for proc in (worker, sched):
             if proc is not None:
                 _terminate(proc)
+
+
+def test_after_a_scheduler_restart_pending_work_is_resubmitted_and_finished_work_fails_clearly(
+        tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    def start_scheduler():
+        proc = subprocess.Popen([sys.executable, "-m", "teamster.cli", "scheduler",
+                                 "--port", str(port)], stdout=subprocess.PIPE)
+        return proc, _read_address(proc, "scheduler", 30)
+
+    sched, address = start_scheduler()
+    procs = [sched]
+    try:
+        worker = subprocess.Popen([sys.executable, "-m", "teamster.cli", "worker", address,
+                                   "--name", "survivor"], stdout=subprocess.PIPE)
+        procs.append(worker)
+        _read_address(worker, "worker", 30)
+        with Client(address, timeout=5, reconnect_timeout=60) as client:
+            finished = client.submit(inc, 1)
+            assert finished.result(timeout=30) == 2
+            gate = tmp_path / "gate"
+            pending = client.submit(wait_for_file, str(gate), 7)
+            wait_until(lambda: client.scheduler_info()["tasks"].get("processing"),
+                       what="the gated task running")
+            sched.kill()
+            sched.wait()
+            sched, _ = start_scheduler()  # a new scheduler, same address, knows nothing
+            procs.append(sched)
+            gate.touch()
+            # The client sent the pending graph again; the worker re-registered.
+            assert pending.result(timeout=60) == 7
+            with pytest.raises(FutureLostError, match="no longer knows"):
+                finished.result(timeout=30)
+            assert [w["name"] for w in client.scheduler_info()["workers"].values()] == \
+                ["survivor"]
+    finally:
+        for proc in reversed(procs):
+            _terminate(proc)

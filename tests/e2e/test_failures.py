@@ -344,3 +344,32 @@ def test_after_a_scheduler_restart_pending_work_is_resubmitted_and_finished_work
     finally:
         for proc in reversed(procs):
             _terminate(proc)
+
+
+def test_a_failing_tick_does_not_stop_the_scheduler_ticking():
+    """The ticker drives failure detection; one bad Tick must not end it silently."""
+    import asyncio
+
+    from teamster.core.scheduler.events import Tick
+    from teamster.runtime.scheduler_server import SchedulerServer
+
+    async def main():
+        server = SchedulerServer(heartbeat_timeout=0.2, validate=True)
+        real_handle = server.state.handle
+        ticks = []
+
+        def handle(event):
+            if isinstance(event, Tick):
+                ticks.append(event)
+                if len(ticks) == 1:
+                    raise RuntimeError("a broken tick")
+            return real_handle(event)
+
+        server.state.handle = handle
+        async with server:
+            end = time.monotonic() + 10  # (ticks come every 0.05 s)
+            while len(ticks) < 3 and time.monotonic() < end:
+                await asyncio.sleep(0.01)
+        return len(ticks)
+
+    assert asyncio.run(main()) >= 3

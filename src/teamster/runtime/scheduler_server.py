@@ -130,7 +130,12 @@ class SchedulerServer:
     async def _tick_forever(self) -> None:
         while True:
             await asyncio.sleep(self.tick_interval)
-            self.handle(Tick(time.monotonic(), self._stimulus("tick")))
+            try:
+                self.handle(Tick(time.monotonic(), self._stimulus("tick")))
+            except Exception:
+                # Logged loudly but survived: a ticker that died silently would
+                # stop the detection of silent workers for good.
+                logger.exception("Handling a Tick failed")
 
     # ---------------------------------------------------------- state machine
 

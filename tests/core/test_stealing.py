@@ -40,7 +40,7 @@ def answer(worker: str, key: m.Key, steal_id: int, stolen: bool, sid: str = "ans
 def two_workers_with_a_queue(*extra: m.RegisterWorker) -> SchedulerState:
     s = scheduler(register_worker(A), register_worker(B), *extra)
     s.handle(graph("c", spec("slow-0"), sid="g0"))
-    s.handle(finished(A, "slow-0", duration=0.1, sid="f0"))
+    s.handle(finished(s, A, "slow-0", duration=0.1, sid="f0"))
     s.handle(graph("c", *[spec(f"slow-{i}", priority=(0, i)) for i in range(1, 5)], sid="g1"))
     assert [s.tasks[f"slow-{i}"].processing_on.address for i in range(1, 5)] == [B, A, B, A]
     return s
@@ -48,11 +48,11 @@ def two_workers_with_a_queue(*extra: m.RegisterWorker) -> SchedulerState:
 
 def test_a_worker_that_runs_dry_steals_the_last_queued_task_of_the_busiest() -> None:
     s = two_workers_with_a_queue()
-    assert s.handle(finished(B, "slow-1", duration=0.1, sid="f1")) == [
+    assert s.handle(finished(s, B, "slow-1", duration=0.1, sid="f1")) == [
         in_memory("c", "slow-1", (B,), "f1"),
     ]
     # B is dry and nothing waits in the scheduler: ask A for its queued task.
-    assert s.handle(finished(B, "slow-3", duration=0.1, sid="f3")) == [
+    assert s.handle(finished(s, B, "slow-3", duration=0.1, sid="f3")) == [
         in_memory("c", "slow-3", (B,), "f3"),
         steal(A, "slow-4", 1, "f3"),
     ]
@@ -68,8 +68,8 @@ def test_a_worker_that_runs_dry_steals_the_last_queued_task_of_the_busiest() -> 
 
 def test_a_refused_steal_leaves_the_task_and_is_not_asked_again() -> None:
     s = two_workers_with_a_queue()
-    s.handle(finished(B, "slow-1", duration=0.1, sid="f1"))
-    s.handle(finished(B, "slow-3", duration=0.1, sid="f3"))
+    s.handle(finished(s, B, "slow-1", duration=0.1, sid="f1"))
+    s.handle(finished(s, B, "slow-3", duration=0.1, sid="f3"))
     # A had started it: it stays there. B, still dry, asks for the task
     # before it (the scheduler cannot know which of A's tasks runs).
     assert s.handle(answer(A, "slow-4", 1, False, state="executing", sid="no")) == [
@@ -84,10 +84,10 @@ def test_a_refused_steal_leaves_the_task_and_is_not_asked_again() -> None:
 
 def test_an_answer_after_the_task_finished_is_ignored() -> None:
     s = two_workers_with_a_queue()
-    s.handle(finished(B, "slow-1", duration=0.1, sid="f1"))
-    s.handle(finished(B, "slow-3", duration=0.1, sid="f3"))
+    s.handle(finished(s, B, "slow-1", duration=0.1, sid="f1"))
+    s.handle(finished(s, B, "slow-3", duration=0.1, sid="f3"))
     # The result crossed the request on the wire.
-    assert s.handle(finished(A, "slow-4", duration=0.1, sid="f4")) == [
+    assert s.handle(finished(s, A, "slow-4", duration=0.1, sid="f4")) == [
         in_memory("c", "slow-4", (A,), "f4"),
     ]
     assert s.handle(answer(A, "slow-4", 1, False, state="memory")) == []
@@ -111,7 +111,7 @@ def test_no_steal_when_waiting_costs_less_than_moving_a_large_input() -> None:
     s = scheduler(register_worker(A), register_worker(B))
     s.handle(m.ScatteredData("c", (("big", (A,), 10**9),), "sc"))  # 1 GB on A
     s.handle(graph("c", spec("use-0", "big"), wanted=("use-0",), sid="g0"))
-    s.handle(finished(A, "use-0", duration=0.1, sid="f0"))
+    s.handle(finished(s, A, "use-0", duration=0.1, sid="f0"))
     # Reading the input where it lies beats moving a gigabyte (10 s at the
     # assumed 100 MB/s): both tasks go to A, and B, idle, takes neither.
     out = s.handle(graph("c", spec("use-1", "big", priority=(0, 1)),
@@ -126,7 +126,7 @@ def test_a_small_input_does_not_hold_a_task_back() -> None:
     s = scheduler(register_worker(A), register_worker(B))
     s.handle(m.ScatteredData("c", (("small", (A,), 1000),), "sc"))
     s.handle(graph("c", spec("use-0", "small"), wanted=("use-0",), sid="g0"))
-    s.handle(finished(A, "use-0", duration=0.1, sid="f0"))
+    s.handle(finished(s, A, "use-0", duration=0.1, sid="f0"))
     out = s.handle(graph("c", spec("use-1", "small", priority=(0, 1)),
                          spec("use-2", "small", priority=(0, 2)), wanted=("use-1", "use-2"),
                          sid="g1"))
@@ -136,7 +136,7 @@ def test_a_small_input_does_not_hold_a_task_back() -> None:
 def test_restricted_task_is_not_stolen_by_a_worker_that_may_not_run_it() -> None:
     s = scheduler(register_worker(A), register_worker(B))
     s.handle(graph("c", spec("slow-0", workers=(A,)), sid="g0"))
-    s.handle(finished(A, "slow-0", duration=0.1, sid="f0"))
+    s.handle(finished(s, A, "slow-0", duration=0.1, sid="f0"))
     s.handle(graph("c", *[spec(f"slow-{i}", workers=(A,), priority=(0, i))
                           for i in range(1, 4)], sid="g1"))
     assert s.handle(Tick(1.0, "tick")) == []
@@ -161,7 +161,7 @@ def test_a_worker_blocked_by_an_overdue_task_gives_its_queue_back() -> None:
         steal(A, "slow-4", 1, "hb"),
     ]
     # ... and placed again like any ready task: B, with room, takes it.
-    s.handle(finished(B, "slow-1", duration=0.1, sid="f1"))
+    s.handle(finished(s, B, "slow-1", duration=0.1, sid="f1"))
     assert s.handle(answer(A, "slow-4", 1, True, sid="back")) == [
         compute(B, "slow-4", (0, 2, 4), "back"),
     ]
@@ -175,8 +175,8 @@ def test_a_task_within_its_estimate_blocks_nothing() -> None:
 def test_the_most_backlogged_worker_is_robbed_first() -> None:
     s = scheduler(register_worker(A), register_worker(B))
     s.handle(graph("c", spec("mid-0"), spec("slow-0"), sid="g0"))
-    s.handle(finished(A, "mid-0", duration=0.15, sid="f0"))
-    s.handle(finished(B, "slow-0", duration=0.1, sid="f1"))
+    s.handle(finished(s, A, "mid-0", duration=0.15, sid="f0"))
+    s.handle(finished(s, B, "slow-0", duration=0.1, sid="f1"))
     s.handle(graph("c", spec("mid-1", priority=(0, 1)), spec("mid-2", priority=(0, 2)),
                    spec("slow-1", priority=(0, 3)), spec("slow-2", priority=(0, 4)), sid="g1"))
     assert [s.tasks[k].processing_on.address for k in ("mid-1", "slow-1", "mid-2", "slow-2")] \
@@ -204,7 +204,7 @@ def test_a_large_input_read_by_many_is_copied_once_at_a_time_per_holder() -> Non
     s = scheduler(register_worker(A), register_worker(B), register_worker(C))
     s.handle(m.ScatteredData("c", (("big", (A,), 50_000_000),), "sc"))
     s.handle(graph("c", spec("read-0", "big"), wanted=("read-0",), sid="g0"))
-    s.handle(finished(A, "read-0", duration=0.2, sid="f0"))
+    s.handle(finished(s, A, "read-0", duration=0.2, sid="f0"))
     keys = tuple(f"read-{i}" for i in range(1, 13))
     out = s.handle(graph("c", *[spec(k, "big", priority=(0, i + 1)) for i, k in enumerate(keys)],
                          wanted=keys, sid="g1"))

@@ -192,6 +192,8 @@ class TaskFinished(Message):
     #: computation for the balance report (clocks of one machine agree; across
     #: machines they differ by their NTP skew).
     stop: float
+    #: The assignment this result answers (``ComputeTask.run_id``, echoed).
+    run_id: int
     stimulus_id: str
 
 
@@ -204,6 +206,8 @@ class TaskErred(Message):
     #: repr of the exception, readable without unpickling.
     exception_text: str
     duration: float
+    #: The assignment this failure answers (``ComputeTask.run_id``, echoed).
+    run_id: int
     stimulus_id: str
 
 
@@ -239,6 +243,8 @@ class RescheduleTask(Message):
 
     worker: Address
     key: Key
+    #: The assignment given up (``ComputeTask.run_id``, echoed).
+    run_id: int
     stimulus_id: str
 
 
@@ -293,6 +299,10 @@ class ComputeTask(Message):
     who_has: tuple[tuple[Key, tuple[Address, ...], int], ...]
     priority: Priority
     resources: tuple[tuple[str, float], ...] | None
+    #: Unique per assignment. A key can be assigned, freed and assigned again
+    #: to the same worker while the first run's result is on the wire; the
+    #: echoed run_id tells that stale result from the current one.
+    run_id: int
     stimulus_id: str
 
 

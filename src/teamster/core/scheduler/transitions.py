@@ -295,7 +295,8 @@ def compute_message(s: SchedulerState, ts: TaskState, stimulus_id: str) -> Compu
     resources = (
         tuple(sorted(ts.resource_restrictions.items())) if ts.resource_restrictions else None
     )
-    return ComputeTask(ts.key, ts.run_spec, who_has, ts.priority, resources, stimulus_id)
+    return ComputeTask(ts.key, ts.run_spec, who_has, ts.priority, resources, ts.run_id,
+                       stimulus_id)
 
 
 TRANSITIONS: dict[tuple[str, str], Transition] = {

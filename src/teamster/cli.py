@@ -88,9 +88,12 @@ def _scheduler(args: argparse.Namespace) -> None:
     from teamster.runtime.scheduler_server import SchedulerServer
 
     security = _security(args, "scheduler")
-    _serve(SchedulerServer(args.host, args.port, heartbeat_timeout=args.heartbeat_timeout,
-                           security=security),
-           "Scheduler")
+    try:
+        server = SchedulerServer(args.host, args.port, heartbeat_timeout=args.heartbeat_timeout,
+                                 client_grace=args.client_grace, security=security)
+    except ValueError as exc:
+        raise SystemExit(f"teamster scheduler: {exc}") from None
+    _serve(server, "Scheduler")
 
 
 def _parse_resources(items: list[str]) -> dict[str, float]:
@@ -127,7 +130,8 @@ def _worker(args: argparse.Namespace) -> None:
             args.scheduler, nthreads=args.nthreads, name=args.name, host=args.host,
             port=args.port, memory_limit=memory_limit, resources=_parse_resources(args.resources),
             connect_timeout=args.connect_timeout, local_directory=args.local_directory,
-            security=security,
+            reconnect_timeout=args.reconnect_timeout,
+            heartbeat_interval=args.heartbeat_interval, security=security,
             **fractions,
         )
     except ValueError as exc:
@@ -155,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heartbeat-timeout", type=float, default=60.0,
                    help="seconds of silence after which a worker is declared lost")
     _add_security_flags(p)
+    p.add_argument("--client-grace", type=float, default=30.0,
+                   help="seconds a disconnected client's futures are kept for it to reconnect")
     p.set_defaults(func=_scheduler)
 
     p = sub.add_parser("worker", help="run a worker connected to SCHEDULER")
@@ -179,6 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resources", action="append", default=[], help="NAME=QUANTITY")
     p.add_argument("--connect-timeout", type=float, default=30.0)
     _add_security_flags(p)
+    p.add_argument("--reconnect-timeout", type=float, default=60.0,
+                   help="seconds to keep trying to reach a lost scheduler before exiting "
+                        "(0: exit at once)")
+    p.add_argument("--heartbeat-interval", type=float, default=0.5,
+                   help="seconds between heartbeats to the scheduler")
     p.set_defaults(func=_worker)
 
     p = sub.add_parser("demo", help="run a real workload on a local cluster and report")

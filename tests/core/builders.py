@@ -7,6 +7,7 @@ stimulus id of the event that caused them, so tests assert it too.
 from __future__ import annotations
 
 from typing import Any
+from unittest.mock import ANY
 
 from teamster.core import messages as m
 from teamster.core.scheduler import SchedulerState
@@ -60,27 +61,39 @@ def graph(
     return m.UpdateGraph(client, tuple(tasks), wanted, now, sid)
 
 
+def current_run(s: SchedulerState, key: m.Key) -> int:
+    """The run_id of the key's current assignment (what a worker echoes), or -1."""
+    ts = s.tasks.get(key)
+    return ts.run_id if ts is not None else -1
+
+
 def finished(
-    worker: str, key: m.Key, *, nbytes: int = 8, type_name: str = "int",
-    duration: float = 1.0, stop: float = 1.0, sid: str = "",
+    s: SchedulerState, worker: str, key: m.Key, *, nbytes: int = 8, type_name: str = "int",
+    duration: float = 1.0, stop: float = 1.0, sid: str = "", run_id: int | None = None,
 ) -> m.TaskFinished:
-    return m.TaskFinished(worker, key, nbytes, type_name, duration, stop, sid or f"done-{key}")
+    """A worker's result for the current assignment of ``key`` (unless ``run_id`` is given)."""
+    run = current_run(s, key) if run_id is None else run_id
+    return m.TaskFinished(worker, key, nbytes, type_name, duration, stop, run,
+                          sid or f"done-{key}")
 
 
 def erred(
-    worker: str, key: m.Key, *, text: str = "ZeroDivisionError('boom')",
-    duration: float = 1.0, sid: str = "",
+    s: SchedulerState, worker: str, key: m.Key, *, text: str = "ZeroDivisionError('boom')",
+    duration: float = 1.0, sid: str = "", run_id: int | None = None,
 ) -> m.TaskErred:
-    return m.TaskErred(worker, key, EXC, TB, text, duration, sid or f"err-{key}")
+    run = current_run(s, key) if run_id is None else run_id
+    return m.TaskErred(worker, key, EXC, TB, text, duration, run, sid or f"err-{key}")
 
 
 def compute(
     worker: str, key: m.Key, priority: m.Priority, sid: str, *,
     who_has: tuple[tuple[m.Key, tuple[str, ...], int], ...] = (),
     resources: tuple[tuple[str, float], ...] | None = None, run_spec: m.Serialized | None = RUN,
+    run_id: Any = ANY,
 ) -> SendToWorker:
-    """The instruction that sends a ComputeTask to ``worker``."""
-    return SendToWorker(worker, m.ComputeTask(key, run_spec, who_has, priority, resources, sid))
+    """The instruction that sends a ComputeTask to ``worker`` (any run_id unless given)."""
+    return SendToWorker(worker, m.ComputeTask(key, run_spec, who_has, priority, resources,
+                                              run_id, sid))
 
 
 def free(worker: str, sid: str, *keys: m.Key) -> SendToWorker:

@@ -21,7 +21,7 @@ def heartbeat(worker: str, now: float, *executing: tuple[m.Key, float]) -> m.Hea
 def test_a_task_running_far_past_its_estimate_raises_it_before_it_ends() -> None:
     s = scheduler(register_worker(A))
     s.handle(graph("c", spec("f-0"), sid="g0"))
-    s.handle(finished(A, "f-0", duration=0.01, sid="f0"))
+    s.handle(finished(s, A, "f-0", duration=0.01, sid="f0"))
     s.handle(graph("c", *[spec(f"f-{i}", priority=(0, i)) for i in range(1, 4)], sid="g1"))
     ws = s.workers[A]
     assert s.prefixes["f"].duration_average == 0.01
@@ -66,7 +66,7 @@ def test_learned_bandwidth_moves_a_task_to_an_idle_worker() -> None:
         if bandwidth_seconds is not None:
             s.handle(m.AddKeys(B, (), A, 20_000_000, bandwidth_seconds, "measured"))
         s.handle(graph("c", spec("use-0", "x"), wanted=("use-0",), sid="g0"))
-        s.handle(finished(A, "use-0", duration=0.1, sid="f0"))
+        s.handle(finished(s, A, "use-0", duration=0.1, sid="f0"))
         out = s.handle(graph("c", spec("use-1", "x", priority=(0, 1)),
                              spec("use-2", "x", priority=(0, 2)), wanted=("use-1", "use-2"),
                              sid="g1"))
@@ -80,12 +80,12 @@ def test_balance_report_of_a_computation() -> None:
     s = scheduler(register_worker(A, now=0.0), register_worker(B, now=0.0))
     s.handle(graph("c", spec("a-0", priority=(0, 0)), spec("a-1", priority=(0, 1)),
                    spec("b", "a-0", "a-1", priority=(0, 2)), now=10.0, sid="g"))
-    s.handle(finished(A, "a-0", duration=1.0, stop=11.0))
-    s.handle(finished(B, "a-1", duration=2.0, stop=12.0))
-    out = s.handle(finished(A, "a-1", duration=2.0, stop=12.0))  # stale: B ran it
+    s.handle(finished(s, A, "a-0", duration=1.0, stop=11.0))
+    s.handle(finished(s, B, "a-1", duration=2.0, stop=12.0))
+    out = s.handle(finished(s, A, "a-1", duration=2.0, stop=12.0))  # stale: B ran it
     assert out == [] or all(o.worker == A for o in out)
     assert s.tasks["b"].state == "processing"
-    s.handle(finished(s.tasks["b"].processing_on.address, "b", duration=0.5, stop=12.6))
+    s.handle(finished(s, s.tasks["b"].processing_on.address, "b", duration=0.5, stop=12.6))
     r = s.report.as_dict(s)
     assert r["tasks"] == 3
     assert r["makespan"] == pytest.approx(2.6)
@@ -105,7 +105,7 @@ def test_balance_report_bound_counts_capacity_only_from_when_it_joined() -> None
     assert s.report.capacity == [(0.0, 1), (2.0, 2)]
     for i, stop in enumerate([1.0, 2.0, 3.0, 3.0]):
         key = f"t-{i}"
-        s.handle(finished(s.tasks[key].processing_on.address, key, duration=1.0, stop=stop))
+        s.handle(finished(s, s.tasks[key].processing_on.address, key, duration=1.0, stop=stop))
     r = s.report.as_dict(s)
     # 4 s of work: 2 s on A alone, then 2 threads for the other 2 s -> 3 s.
     assert r["work_bound"] == pytest.approx(3.0)

@@ -66,7 +66,7 @@ def test_tasks_running_on_a_paused_worker_finish_but_free_slots_stay_empty() -> 
     ]
     s.handle(paused(A, "p"))
     # x's result is accepted; its thread frees up, but y stays queued.
-    assert s.handle(finished(A, "x", sid="f-x")) == [in_memory("c", "x", (A,), "f-x")]
+    assert s.handle(finished(s, A, "x", sid="f-x")) == [in_memory("c", "x", (A,), "f-x")]
     assert states(s, "x", "y") == {"x": "memory", "y": "queued"}
     assert s.handle(running(A, "r")) == [compute(A, "y", (0, 1), "r")]
 
@@ -101,7 +101,7 @@ def worker(nthreads: int = 1) -> WorkerState:
 
 def compute_task(key: m.Key, *deps: tuple[m.Key, tuple[str, ...], int],
                  sid: str = "") -> m.ComputeTask:
-    return m.ComputeTask(key, RUN, tuple(deps), (0,), None, sid or f"compute-{key}")
+    return m.ComputeTask(key, RUN, tuple(deps), (0,), None, 1, sid or f"compute-{key}")
 
 
 def status(value: str, sid: str) -> SendToScheduler:
@@ -125,7 +125,7 @@ def test_running_task_finishes_while_paused_and_frees_no_slot_for_the_next() -> 
     w.handle(ev.PauseChanged(True, "p"))
     assert w.handle(compute_task("y", sid="cy")) == []
     assert w.handle(ev.ExecuteSuccess("x", 8, "int", 0.5, 100.0, "ran-x")) == [
-        SendToScheduler(m.TaskFinished(ME, "x", 8, "int", 0.5, 100.0, "ran-x")),
+        SendToScheduler(m.TaskFinished(ME, "x", 8, "int", 0.5, 100.0, 1, "ran-x")),
     ]
     assert w.tasks["y"].state == "ready"
     assert w.handle(ev.PauseChanged(False, "r")) == [

@@ -44,6 +44,7 @@ from teamster.core.worker import events as wev
 from teamster.core.worker.instructions import DeleteData, Execute, GatherDep, SendToScheduler
 
 RUN = m.Serialized(b"run")
+RUN2 = m.Serialized(b"run-another-computation")
 EXC = m.Serialized(b"exc")
 PREFIXES = ("load", "inc", "add", "sum")
 HEARTBEAT_TIMEOUT = 10.0
@@ -101,9 +102,6 @@ class SchedulerWorld:
         self.client_log: list[tuple[int, str, m.Message]] = []
         #: (client, key) -> index of the event that made the client want the key.
         self.wanted_since: dict[tuple[str, m.Key], int] = {}
-        #: (worker, key) whose stale result the scheduler had to take for a
-        #: re-assignment's (see ``_crossing_reassignment``).
-        self.stale_accepted: set[tuple[str, m.Key]] = set()
         #: Retirement requests sent and not yet answered.
         self.retire_requests: set[str] = set()
         #: Workers drained without close: their manager stops them next.
@@ -134,7 +132,21 @@ class SchedulerWorld:
             address = self.drained.pop()
             if address in self.workers:
                 self.remove_worker(address)
+        self._check_no_doomed_replica()
         return out
+
+    def _check_no_doomed_replica(self) -> None:
+        """A replica the scheduler counts must not be one a FreeKeys already on its
+        way to that worker will delete (the run_id race made such ghosts)."""
+        for address, sim in self.workers.items():
+            ws = self.s.workers.get(address)
+            if ws is None or not sim.inbox:
+                continue
+            doomed = {k for msg in sim.inbox if isinstance(msg, m.FreeKeys) for k in msg.keys}
+            ghosts = [ts.key for ts in ws.has_what if ts.key in doomed]
+            if ghosts:
+                raise self.fail(f"{address}: the scheduler counts replicas of {ghosts} that a "
+                                "queued FreeKeys will delete", ghosts[0])
 
     def _route(self, out: list[Any]) -> None:
         s = self.s
@@ -303,7 +315,7 @@ class SchedulerWorld:
             if isinstance(msg, m.ComputeTask):
                 if msg.key in sim.memory:
                     # A worker asked to compute what it holds reports it at once.
-                    self.handle(m.TaskFinished(address, msg.key, 8, "int", 0.0, 0.0,
+                    self.handle(m.TaskFinished(address, msg.key, 8, "int", 0.0, 0.0, msg.run_id,
                                                f"have-{msg.key}-{self.n_events}"))
                 else:
                     sim.processing[msg.key] = msg
@@ -376,45 +388,26 @@ class SchedulerWorld:
         if not self._fetch_inputs(sim, msg):
             if self.workers.get(address) is sim and key in sim.processing:
                 del sim.processing[key]
-                self.handle(m.RescheduleTask(address, key, f"give-up-{key}-{self.n_events}"))
+                self.handle(m.RescheduleTask(address, key, msg.run_id,
+                                             f"give-up-{key}-{self.n_events}"))
             return
         if self.workers.get(address) is not sim or key not in sim.processing:
             return
         del sim.processing[key]
         sim.memory.add(key)
-        if self._crossing_reassignment(sim, key):
-            self.stale_accepted.add((address, key))
         self.handle(m.TaskFinished(address, key, 8, "int", duration, self.now + duration,
+                                   msg.run_id,
                                    f"done-{key}-{self.n_events}"))
 
-    @staticmethod
-    def _crossing_reassignment(sim: SimWorker, key: m.Key) -> bool:
-        """A FreeKeys for ``key`` and then a new ComputeTask for it wait in the inbox.
-
-        The scheduler cannot tell this result (of the earlier assignment)
-        from one of the new assignment, so it accepts it; the queued FreeKeys
-        then deletes the value, and the scheduler counts a replica that is
-        gone until the re-run finishes (or a peer reports it missing). A
-        known protocol race: TaskFinished carries no assignment id (dask's
-        ``run_id``); see the report. Recorded so the end check can tell it
-        from a bug.
-        """
-        freed = False
-        for msg in sim.inbox:
-            if isinstance(msg, m.FreeKeys) and key in msg.keys:
-                freed = True
-            elif freed and isinstance(msg, m.ComputeTask) and msg.key == key:
-                return True
-        return False
-
     def err(self, address: str, key: m.Key) -> None:
-        del self.workers[address].processing[key]
+        msg = self.workers[address].processing.pop(key)
         self.handle(m.TaskErred(address, key, EXC, None, "RuntimeError('boom')", 0.01,
-                                f"err-{key}-{self.n_events}"))
+                                msg.run_id, f"err-{key}-{self.n_events}"))
 
     def give_up(self, address: str, key: m.Key) -> None:
-        del self.workers[address].processing[key]
-        self.handle(m.RescheduleTask(address, key, f"resched-{key}-{self.n_events}"))
+        msg = self.workers[address].processing.pop(key)
+        self.handle(m.RescheduleTask(address, key, msg.run_id,
+                                     f"resched-{key}-{self.n_events}"))
 
     def lose(self, fetcher: str, holder: str, key: m.Key) -> None:
         """The holder lost a value (a bad disk); a peer finds out and says so."""
@@ -503,8 +496,6 @@ class SchedulerWorld:
             if ws is None:
                 raise self.fail(f"sim worker {address} unknown to the scheduler")
             believed = {ts.key for ts in ws.has_what}
-            # The known race may leave a counted replica that is gone; nothing else may.
-            believed -= {k for k in believed - sim.memory if (address, k) in self.stale_accepted}
             if believed != sim.memory:
                 raise self.fail(
                     f"{address}: scheduler believes it holds {sorted(map(str, believed))}, "
@@ -627,6 +618,13 @@ class WorkerWorld:
         #: Keys the scheduler (as simulated) assigned here and not yet freed,
         #: with the number of reports (finished/erred/rescheduled) since.
         self.assigned: dict[m.Key, int] = {}
+        #: Key -> run_id of its latest ComputeTask; every report must echo it.
+        self.run_ids: dict[m.Key, int] = {}
+        self.n_runs = 0
+        #: Key -> run_spec of its latest ComputeTask.
+        self.run_specs: dict[m.Key, m.Serialized | None] = {}
+        #: (key, run_spec) of the execution whose end is being handled.
+        self.finishing: tuple[m.Key, m.Serialized | None] | None = None
         self.n_keys = 0
         self.n_events = 0
         self.trace: list[str] = []
@@ -667,7 +665,15 @@ class WorkerWorld:
                 msg: Any = instr.msg
                 if isinstance(msg, m.TaskFinished | m.TaskErred | m.RescheduleTask):
                     if msg.key in self.assigned:
+                        if msg.run_id != self.run_ids[msg.key]:
+                            raise self.fail(f"report for run {msg.run_id}, latest is "
+                                            f"{self.run_ids[msg.key]}: {msg}", msg.key)
                         self.assigned[msg.key] += 1
+                        ran = self.finishing
+                        if (isinstance(msg, m.TaskFinished | m.TaskErred) and ran is not None
+                                and ran[0] == msg.key and ran[1] != self.run_specs[msg.key]):
+                            raise self.fail(f"reported another computation's result: {msg}",
+                                            msg.key)
                         if self.assigned[msg.key] > 1:
                             raise self.fail(f"assignment reported twice: {msg}", msg.key)
                     if isinstance(msg, m.TaskFinished) and msg.key not in self.store:
@@ -711,9 +717,20 @@ class WorkerWorld:
         # The scheduler sends GPU tasks only to workers that have GPUs.
         gpu = bool(self.w.total_resources) and draw(st.integers(0, 4)) == 0
         priority = (draw(st.integers(-1, 1)), self.n_events)
+        # A freed key may come back as a different computation (released,
+        # forgotten and resubmitted under the same key by a client).
+        # (Assigned and not freed, it is a duplicate: the same computation.)
+        if key in self.assigned:
+            run_spec = self.run_specs[key]
+        else:
+            run_spec = RUN2 if draw(st.integers(0, 3)) == 0 else RUN
         self.assigned[key] = 0
-        self.handle(m.ComputeTask(key, RUN, tuple(who_has), priority,
-                                  (("GPU", 1.0),) if gpu else None, f"compute-{key}"))
+        self.n_runs += 1
+        self.run_ids[key] = self.n_runs
+        self.run_specs[key] = run_spec
+        self.handle(m.ComputeTask(key, run_spec, tuple(who_has), priority,
+                                  (("GPU", 1.0),) if gpu else None, self.n_runs,
+                                  f"compute-{key}"))
 
     def free(self, keys: list[m.Key]) -> None:
         for key in keys:
@@ -721,12 +738,13 @@ class WorkerWorld:
         self.handle(m.FreeKeys(tuple(keys), f"free-{self.n_events}"))
 
     def execute_done(self, key: m.Key, ok: bool) -> None:
-        del self.running[key]
+        self.finishing = (key, self.running.pop(key).run_spec)
         if ok:
             self.store.add(key)  # the shell stores the value before telling the core
             self.handle(wev.ExecuteSuccess(key, 8, "int", 0.01, 1.0, f"ran-{key}"))
         else:
             self.handle(wev.ExecuteFailure(key, EXC, None, "boom", 0.01, f"failed-{key}"))
+        self.finishing = None
 
     def gather_done(self, peer: str, mode: str) -> None:
         req = self.gathers.pop(peer)

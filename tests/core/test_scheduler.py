@@ -29,6 +29,7 @@ from .builders import (
     D,
     cancelled,
     compute,
+    current_run,
     erred,
     finished,
     free,
@@ -47,7 +48,7 @@ from .builders import (
 def test_single_task_is_assigned_and_reported_to_the_client() -> None:
     s = scheduler(register_worker(A))
     assert s.handle(graph("c", spec("x"), sid="g1")) == [compute(A, "x", (0, 1), "g1")]
-    assert s.handle(finished(A, "x", nbytes=100, type_name="float", sid="f1")) == [
+    assert s.handle(finished(s, A, "x", nbytes=100, type_name="float", sid="f1")) == [
         in_memory("c", "x", (A,), "f1", nbytes=100, type_name="float"),
     ]
     assert states(s, "x") == {"x": "memory"}
@@ -59,10 +60,10 @@ def test_chain_dependent_is_assigned_only_after_its_input_with_who_has() -> None
     out = s.handle(graph("c", spec("x"), spec("y", "x"), wanted=("y",), sid="g1"))
     assert out == [compute(A, "x", (0, 1), "g1")]
     assert states(s, "x", "y") == {"x": "processing", "y": "waiting"}
-    out = s.handle(finished(A, "x", nbytes=123, sid="f-x"))
+    out = s.handle(finished(s, A, "x", nbytes=123, sid="f-x"))
     assert out == [compute(A, "y", (0, 1), "f-x", who_has=(("x", (A,), 123),))]
     # y finished: the client hears about y, and x (wanted by nobody now) is freed.
-    assert s.handle(finished(A, "y", sid="f-y")) == [
+    assert s.handle(finished(s, A, "y", sid="f-y")) == [
         in_memory("c", "y", (A,), "f-y"),
         free(A, "f-y", "x"),
     ]
@@ -75,15 +76,15 @@ def test_intermediate_is_freed_only_when_its_last_dependent_finished() -> None:
     out = s.handle(graph("c", spec("x"), spec("y", "x"), spec("z", "x"), wanted=("y", "z"),
                          sid="g1"))
     assert out == [compute(A, "x", (0, 1), "g1")]
-    out = s.handle(finished(A, "x", sid="f-x"))
+    out = s.handle(finished(s, A, "x", sid="f-x"))
     who_has = (("x", (A,), 8),)
     assert out == [
         compute(A, "y", (0, 1), "f-x", who_has=who_has),
         compute(A, "z", (0, 1), "f-x", who_has=who_has),
     ]
-    assert s.handle(finished(A, "y", sid="f-y")) == [in_memory("c", "y", (A,), "f-y")]
+    assert s.handle(finished(s, A, "y", sid="f-y")) == [in_memory("c", "y", (A,), "f-y")]
     assert states(s, "x") == {"x": "memory"}  # z still reads it
-    assert s.handle(finished(A, "z", sid="f-z")) == [
+    assert s.handle(finished(s, A, "z", sid="f-z")) == [
         in_memory("c", "z", (A,), "f-z"),
         free(A, "f-z", "x"),
     ]
@@ -93,15 +94,15 @@ def test_intermediate_is_freed_only_when_its_last_dependent_finished() -> None:
 def test_wanted_intermediate_is_kept_after_its_dependents_finish() -> None:
     s = scheduler(register_worker(A))
     s.handle(graph("c", spec("x"), spec("y", "x"), sid="g1"))
-    s.handle(finished(A, "x", sid="f-x"))
-    assert s.handle(finished(A, "y", sid="f-y")) == [in_memory("c", "y", (A,), "f-y")]
+    s.handle(finished(s, A, "x", sid="f-x"))
+    assert s.handle(finished(s, A, "y", sid="f-y")) == [in_memory("c", "y", (A,), "f-y")]
     assert states(s, "x", "y") == {"x": "memory", "y": "memory"}
 
 
 def test_key_already_in_memory_is_reported_at_once_to_a_new_client() -> None:
     s = scheduler(register_worker(A), clients=("c", "d"))
     s.handle(graph("c", spec("x"), sid="g1"))
-    s.handle(finished(A, "x", sid="f-x"))
+    s.handle(finished(s, A, "x", sid="f-x"))
     # Another client submits the same (content-addressed) key.
     assert s.handle(graph("d", spec("x"), sid="g2")) == [in_memory("d", "x", (A,), "g2")]
     # Both clients want it; one releasing it keeps it for the other.
@@ -113,7 +114,7 @@ def test_two_clients_wanting_one_key_both_hear_once() -> None:
     s = scheduler(register_worker(A), clients=("c", "d"))
     assert s.handle(graph("c", spec("x"), sid="g1")) == [compute(A, "x", (0, 1), "g1")]
     assert s.handle(graph("d", spec("x"), sid="g2")) == []
-    assert s.handle(finished(A, "x", sid="f")) == [
+    assert s.handle(finished(s, A, "x", sid="f")) == [
         in_memory("c", "x", (A,), "f"),
         in_memory("d", "x", (A,), "f"),
     ]
@@ -130,7 +131,7 @@ def test_unknown_prefix_gets_one_task_per_thread_then_deep_prefetch_for_tiny_tas
     assert s.counts() == {"processing": 1, "queued": 9}
     # It ran in 100 microseconds: a round trip is worth many such tasks, so the
     # worker gets a deep queue, in priority order.
-    assert s.handle(finished(A, "inc-0", duration=1e-4, sid="f0")) == [
+    assert s.handle(finished(s, A, "inc-0", duration=1e-4, sid="f0")) == [
         in_memory("c", "inc-0", (A,), "f0"),
         *[compute(A, f"inc-{i}", (0, 1, i), "f0") for i in range(1, 10)],
     ]
@@ -145,7 +146,7 @@ def test_long_tasks_get_no_deep_queue() -> None:
         compute(A, "slow-1", (0, 1, 1), "g1"),
     ]
     # A measured 2-second task: one more per finished one, nothing queued ahead.
-    assert s.handle(finished(A, "slow-0", duration=2.0, sid="f0")) == [
+    assert s.handle(finished(s, A, "slow-0", duration=2.0, sid="f0")) == [
         in_memory("c", "slow-0", (A,), "f0"),
         compute(A, "slow-2", (0, 1, 2), "f0"),
     ]
@@ -174,11 +175,11 @@ def test_earlier_submitted_graph_runs_first() -> None:
     ]
     assert s.handle(graph("c", spec("b-0"), sid="g2")) == []
     # Queue order: the rest of graph 1, then graph 2.
-    assert s.handle(finished(A, "a-0", duration=5.0, sid="f1")) == [
+    assert s.handle(finished(s, A, "a-0", duration=5.0, sid="f1")) == [
         in_memory("c", "a-0", (A,), "f1"),
         compute(A, "a-1", (0, 1), "f1"),
     ]
-    assert s.handle(finished(A, "a-1", duration=5.0, sid="f2")) == [
+    assert s.handle(finished(s, A, "a-1", duration=5.0, sid="f2")) == [
         in_memory("c", "a-1", (A,), "f2"),
         compute(A, "b-0", (0, 2), "f2"),
     ]
@@ -192,7 +193,7 @@ def test_higher_user_priority_runs_first_even_if_submitted_later() -> None:
     s.handle(graph("c", spec("mid-0", priority=(1,)), sid="g3"))
     order = []
     for done in ["blocker", "high-0", "mid-0", "low-0"]:
-        out = s.handle(finished(A, done, duration=5.0, sid=f"f-{done}"))
+        out = s.handle(finished(s, A, done, duration=5.0, sid=f"f-{done}"))
         order += [i.msg.key for i in out if isinstance(i.msg, m.ComputeTask)]
     assert order == ["high-0", "mid-0", "low-0", "low-1"]
     assert s.tasks["high-0"].priority == (-10, 3)
@@ -207,7 +208,7 @@ def test_fan_out_dependents_start_in_priority_order() -> None:
     s.handle(graph("c", *tasks, wanted=tuple(f"y-{i}" for i in range(4)), sid="g1"))
     who_has = (("x", (A,), 8),)
     # "y" is an unknown prefix: one goes out, and it is the highest-priority one.
-    assert s.handle(finished(A, "x", sid="f-x")) == [
+    assert s.handle(finished(s, A, "x", sid="f-x")) == [
         compute(A, "y-0", (0, 1, 1), "f-x", who_has=who_has),
     ]
 
@@ -288,7 +289,7 @@ def test_error_is_reported_and_dependents_err_with_blame() -> None:
     s = scheduler(register_worker(A))
     s.handle(graph("c", spec("x"), spec("y", "x"), spec("z", "y"), wanted=("x", "z"),
                    sid="g1"))
-    out = s.handle(erred(A, "x", text="ValueError('bad')", sid="e-x"))
+    out = s.handle(erred(s, A, "x", text="ValueError('bad')", sid="e-x"))
     # x's own error, then z's: it failed because x did (y is wanted by nobody).
     assert out == [
         key_erred("c", "x", "e-x", text="ValueError('bad')"),
@@ -303,7 +304,7 @@ def test_error_is_reported_and_dependents_err_with_blame() -> None:
 def test_submitting_on_top_of_an_erred_key_errs_at_once() -> None:
     s = scheduler(register_worker(A))
     s.handle(graph("c", spec("x"), sid="g1"))
-    s.handle(erred(A, "x", sid="e-x"))
+    s.handle(erred(s, A, "x", sid="e-x"))
     assert s.handle(graph("c", spec("y", "x"), wanted=("y",), sid="g2")) == [
         key_erred("c", "y", "g2"),
     ]
@@ -324,18 +325,18 @@ def test_retries_resend_then_err() -> None:
         compute(A, "x", (0, 1), "g1"),
     ]
     # First failure: the task is released (the worker is told to drop it) and sent again.
-    assert s.handle(erred(A, "x", sid="e1")) == [
+    assert s.handle(erred(s, A, "x", sid="e1")) == [
         free(A, "e1", "x"),
         compute(A, "x", (0, 1), "e1"),
     ]
-    assert s.handle(erred(A, "x", sid="e2")) == [key_erred("c", "x", "e2")]
+    assert s.handle(erred(s, A, "x", sid="e2")) == [key_erred("c", "x", "e2")]
     assert states(s, "x") == {"x": "erred"}
 
 
 def test_erred_key_released_by_its_client_is_forgotten() -> None:
     s = scheduler(register_worker(A))
     s.handle(graph("c", spec("x"), spec("y", "x"), wanted=("y",), sid="g1"))
-    s.handle(erred(A, "x", sid="e"))
+    s.handle(erred(s, A, "x", sid="e"))
     assert states(s, "x", "y") == {"x": "erred", "y": "erred"}
     assert s.handle(m.ReleaseKeys("c", ("y",), "rel")) == []
     assert s.tasks == {}
@@ -345,7 +346,7 @@ def test_error_from_a_worker_not_running_the_task_is_ignored() -> None:
     s = scheduler(register_worker(A), register_worker(B))
     s.handle(graph("c", spec("x"), sid="g1"))
     assert s.tasks["x"].processing_on is s.workers[A]
-    assert s.handle(erred(B, "x", sid="stale")) == []
+    assert s.handle(erred(s, B, "x", sid="stale")) == []
     assert states(s, "x") == {"x": "processing"}
 
 
@@ -359,7 +360,7 @@ def test_processing_tasks_of_a_lost_worker_go_to_another() -> None:
         compute(B, "x", (0, 1), "rm-a"),
     ]
     assert s.tasks["x"].suspicious == 1
-    assert s.handle(finished(B, "x", sid="f")) == [in_memory("c", "x", (B,), "f")]
+    assert s.handle(finished(s, B, "x", sid="f")) == [in_memory("c", "x", (B,), "f")]
 
 
 def test_queued_work_of_a_lost_worker_waits_for_room() -> None:
@@ -369,7 +370,7 @@ def test_queued_work_of_a_lost_worker_waits_for_room() -> None:
             if ts.processing_on} == {"t-0": A, "t-1": B}
     # A dies; B is busy: t-0 goes back into the queue ahead of t-2.
     assert s.handle(m.RemoveWorker(A, "lost", 1.0, "rm")) == []
-    assert s.handle(finished(B, "t-1", duration=5.0, sid="f")) == [
+    assert s.handle(finished(s, B, "t-1", duration=5.0, sid="f")) == [
         in_memory("c", "t-1", (B,), "f"),
         compute(B, "t-0", (0, 1, 0), "f"),
     ]
@@ -378,12 +379,12 @@ def test_queued_work_of_a_lost_worker_waits_for_room() -> None:
 def test_result_lost_with_its_worker_is_recomputed_if_still_wanted() -> None:
     s = scheduler(register_worker(A), register_worker(B))
     s.handle(graph("c", spec("x"), spec("y"), sid="g1"))
-    s.handle(finished(A, "x", sid="fx"))
-    s.handle(finished(B, "y", sid="fy"))
+    s.handle(finished(s, A, "x", sid="fx"))
+    s.handle(finished(s, B, "y", sid="fy"))
     # x's only copy was on A.
     assert s.handle(m.RemoveWorker(A, "lost", 1.0, "rm")) == [compute(B, "x", (0, 1), "rm")]
     assert states(s, "x", "y") == {"x": "processing", "y": "memory"}
-    assert s.handle(finished(B, "x", sid="fx2")) == [in_memory("c", "x", (B,), "fx2")]
+    assert s.handle(finished(s, B, "x", sid="fx2")) == [in_memory("c", "x", (B,), "fx2")]
 
 
 def test_lost_intermediate_is_recomputed_for_its_waiting_dependent() -> None:
@@ -391,13 +392,13 @@ def test_lost_intermediate_is_recomputed_for_its_waiting_dependent() -> None:
     s.handle(graph("c", spec("x"), spec("w"), spec("y", "x", "w"), wanted=("y",), sid="g1"))
     assert {k: ts.processing_on.address for k, ts in s.tasks.items()
             if ts.processing_on} == {"x": A, "w": B}
-    s.handle(finished(A, "x", sid="fx"))
+    s.handle(finished(s, A, "x", sid="fx"))
     assert states(s, "x", "w", "y") == {"x": "memory", "w": "processing", "y": "waiting"}
     # x's only copy dies with A; B is busy, so x waits in the queue.
     assert s.handle(m.RemoveWorker(A, "lost", 1.0, "rm")) == []
     assert states(s, "x", "w", "y") == {"x": "queued", "w": "processing", "y": "waiting"}
-    assert s.handle(finished(B, "w", sid="fw")) == [compute(B, "x", (0, 1), "fw")]
-    assert s.handle(finished(B, "x", sid="fx2")) == [
+    assert s.handle(finished(s, B, "w", sid="fw")) == [compute(B, "x", (0, 1), "fw")]
+    assert s.handle(finished(s, B, "x", sid="fx2")) == [
         compute(B, "y", (0, 1), "fx2", who_has=(("x", (B,), 8), ("w", (B,), 8))),
     ]
 
@@ -405,7 +406,7 @@ def test_lost_intermediate_is_recomputed_for_its_waiting_dependent() -> None:
 def test_replicated_result_survives_the_loss_of_one_holder() -> None:
     s = scheduler(register_worker(A), register_worker(B))
     s.handle(graph("c", spec("x"), sid="g1"))
-    s.handle(finished(A, "x", sid="fx"))
+    s.handle(finished(s, A, "x", sid="fx"))
     assert s.handle(m.AddKeys(B, ("x",), "", 0, 0.0, "add")) == []
     assert s.handle(m.RemoveWorker(A, "lost", 1.0, "rm")) == []
     assert [w.address for w in s.tasks["x"].who_has] == [B]
@@ -458,8 +459,8 @@ def test_message_from_a_removed_worker_is_ignored() -> None:
     s = scheduler(register_worker(A), register_worker(B))
     s.handle(graph("c", spec("x"), sid="g1"))
     s.handle(m.RemoveWorker(A, "lost", 1.0, "rm"))
-    assert s.handle(finished(A, "x", sid="late")) == []
-    assert s.handle(erred(A, "x", sid="late2")) == []
+    assert s.handle(finished(s, A, "x", sid="late")) == []
+    assert s.handle(erred(s, A, "x", sid="late2")) == []
     assert s.handle(m.AddKeys(A, ("x",), "", 0, 0.0, "late3")) == []
     assert states(s, "x") == {"x": "processing"}
     assert s.tasks["x"].processing_on is s.workers[B]
@@ -489,7 +490,7 @@ def test_second_worker_with_a_taken_name_is_closed() -> None:
 def test_releasing_a_key_in_memory_frees_it_on_its_worker() -> None:
     s = scheduler(register_worker(A))
     s.handle(graph("c", spec("x"), sid="g1"))
-    s.handle(finished(A, "x", sid="f"))
+    s.handle(finished(s, A, "x", sid="f"))
     assert s.handle(m.ReleaseKeys("c", ("x",), "rel")) == [free(A, "rel", "x")]
     assert s.tasks == {}
     assert s.workers[A].has_what == {} and s.workers[A].nbytes == 0
@@ -501,20 +502,20 @@ def test_releasing_a_processing_key_frees_it_and_late_result_is_refused() -> Non
     assert s.handle(m.ReleaseKeys("c", ("x",), "rel")) == [free(A, "rel", "x")]
     assert s.tasks == {}
     # The result crossed the FreeKeys on the wire: the worker is told again to drop it.
-    assert s.handle(finished(A, "x", sid="late")) == [free(A, "late", "x")]
+    assert s.handle(finished(s, A, "x", sid="late")) == [free(A, "late", "x")]
 
 
 def test_task_finished_for_a_key_placed_elsewhere_is_refused() -> None:
     s = scheduler(register_worker(A), register_worker(B))
     s.handle(graph("c", spec("x"), sid="g1"))
-    assert s.handle(finished(B, "x", sid="wrong")) == [free(B, "wrong", "x")]
+    assert s.handle(finished(s, B, "x", sid="wrong")) == [free(B, "wrong", "x")]
     assert states(s, "x") == {"x": "processing"}
 
 
 def test_remove_client_releases_everything_it_wanted() -> None:
     s = scheduler(register_worker(A))
     s.handle(graph("c", spec("x"), spec("y"), sid="g1"))
-    s.handle(finished(A, "x", sid="f"))
+    s.handle(finished(s, A, "x", sid="f"))
     assert s.handle(m.RemoveClient("c", 2.0, "bye")) == [
         free(A, "bye", "y"),
         free(A, "bye", "x"),
@@ -559,7 +560,7 @@ def test_cancel_leaves_keys_another_client_wants() -> None:
     s.handle(graph("d", spec("x"), spec("y", "x"), wanted=("y",), sid="g2"))
     assert s.handle(m.CancelKeys("c", ("x",), "cancel")) == [cancelled("c", "x", "cancel")]
     assert states(s, "x", "y") == {"x": "processing", "y": "waiting"}
-    assert s.handle(finished(A, "x", sid="f")) == [
+    assert s.handle(finished(s, A, "x", sid="f")) == [
         compute(A, "y", (0, 2), "f", who_has=(("x", (A,), 8),)),
     ]
 
@@ -575,7 +576,7 @@ def test_scattered_data_is_reported_and_used_by_a_dependent() -> None:
     out = s.handle(graph("c", spec("f", "data"), wanted=("f",), sid="g1"))
     # The holder of the input is the cheapest place to run.
     assert out == [compute(B, "f", (0, 1), "g1", who_has=(("data", (B,), 1000),))]
-    assert s.handle(finished(B, "f", sid="ff")) == [in_memory("c", "f", (B,), "ff")]
+    assert s.handle(finished(s, B, "f", sid="ff")) == [in_memory("c", "f", (B,), "ff")]
     # The client still holds "data": it stays.
     assert states(s, "data") == {"data": "memory"}
 
@@ -604,7 +605,7 @@ def test_scatter_to_departed_workers_errs() -> None:
 def test_add_keys_registers_replicas_and_release_frees_every_holder() -> None:
     s = scheduler(register_worker(A), register_worker(B))
     s.handle(graph("c", spec("x"), sid="g1"))
-    s.handle(finished(A, "x", nbytes=40, sid="f"))
+    s.handle(finished(s, A, "x", nbytes=40, sid="f"))
     assert s.handle(m.AddKeys(B, ("x",), "", 0, 0.0, "add")) == []
     assert [w.address for w in s.tasks["x"].who_has] == [A, B]
     assert s.workers[B].nbytes == 40
@@ -616,7 +617,7 @@ def test_add_keys_registers_replicas_and_release_frees_every_holder() -> None:
 def test_add_keys_for_unknown_keys_is_answered_with_free_keys() -> None:
     s = scheduler(register_worker(A), register_worker(B))
     s.handle(graph("c", spec("x"), sid="g1"))
-    s.handle(finished(A, "x", sid="f"))
+    s.handle(finished(s, A, "x", sid="f"))
     assert s.handle(m.AddKeys(B, ("x", "gone"), "", 0, 0.0, "add")) == [free(B, "add", "gone")]
 
 
@@ -624,7 +625,7 @@ def test_missing_data_drops_the_replica_and_recomputes_if_it_was_the_last() -> N
     s = scheduler(register_worker(A), register_worker(B))
     s.handle(graph("c", spec("x", workers=(A,)), spec("y", "x", workers=(B,)), wanted=("y",),
                    sid="g1"))
-    assert s.handle(finished(A, "x", sid="fx")) == [
+    assert s.handle(finished(s, A, "x", sid="fx")) == [
         compute(B, "y", (0, 1), "fx", who_has=(("x", (A,), 8),)),
     ]
     # B could not get x from A: A lost it. y is taken back, x recomputed
@@ -635,8 +636,8 @@ def test_missing_data_drops_the_replica_and_recomputes_if_it_was_the_last() -> N
     ]
     assert states(s, "x", "y") == {"x": "processing", "y": "waiting"}
     # B's RescheduleTask for y crossed the FreeKeys: y is no longer B's.
-    assert s.handle(m.RescheduleTask(B, "y", "resched")) == []
-    assert s.handle(finished(A, "x", sid="fx2")) == [
+    assert s.handle(m.RescheduleTask(B, "y", current_run(s, "y"), "resched")) == []
+    assert s.handle(finished(s, A, "x", sid="fx2")) == [
         compute(B, "y", (0, 1), "fx2", who_has=(("x", (A,), 8),)),
     ]
 
@@ -644,7 +645,7 @@ def test_missing_data_drops_the_replica_and_recomputes_if_it_was_the_last() -> N
 def test_missing_data_with_another_replica_keeps_the_key() -> None:
     s = scheduler(register_worker(A), register_worker(B))
     s.handle(graph("c", spec("x"), sid="g1"))
-    s.handle(finished(A, "x", sid="f"))
+    s.handle(finished(s, A, "x", sid="f"))
     s.handle(m.AddKeys(B, ("x",), "", 0, 0.0, "add"))
     assert s.handle(m.MissingData(C, "x", A, "miss")) == []
     assert [w.address for w in s.tasks["x"].who_has] == [B]
@@ -656,7 +657,7 @@ def test_missing_data_with_another_replica_keeps_the_key() -> None:
 def test_reschedule_task_places_it_again() -> None:
     s = scheduler(register_worker(A), register_worker(B))
     s.handle(graph("c", spec("x"), sid="g1"))
-    assert s.handle(m.RescheduleTask(A, "x", "give-up")) == [
+    assert s.handle(m.RescheduleTask(A, "x", current_run(s, "x"), "give-up")) == [
         free(A, "give-up", "x"),
         compute(B, "x", (0, 1), "give-up"),
     ]
@@ -668,7 +669,7 @@ def test_reschedule_task_places_it_again() -> None:
 def test_story_lists_the_transitions_of_a_key() -> None:
     s = scheduler(register_worker(A))
     s.handle(graph("c", spec("x"), sid="g1"))
-    s.handle(finished(A, "x", sid="f"))
+    s.handle(finished(s, A, "x", sid="f"))
     s.handle(m.ReleaseKeys("c", ("x",), "rel"))
     assert [(e.start, e.finish, e.stimulus_id) for e in s.story("x")] == [
         ("released", "waiting", "g1"),
@@ -711,7 +712,7 @@ def test_scheduler_state_is_deterministic() -> None:
             if not processing:
                 break
             key, addr = processing[0]
-            out += s.handle(finished(addr, key, duration=0.01, sid=f"f-{key}"))
+            out += s.handle(finished(s, addr, key, duration=0.01, sid=f"f-{key}"))
         return out
 
     first = run()
@@ -725,10 +726,10 @@ def test_alias_task_without_run_spec_runs_after_its_dependency() -> None:
     s = scheduler(register_worker(A))
     out = s.handle(graph("c", spec("x"), spec("y", "x", run_spec=None), wanted=("y",), sid="g1"))
     assert out == [compute(A, "x", (0, 1), "g1")]
-    assert s.handle(finished(A, "x", sid="fx")) == [
+    assert s.handle(finished(s, A, "x", sid="fx")) == [
         compute(A, "y", (0, 1), "fx", who_has=(("x", (A,), 8),), run_spec=None),
     ]
-    assert s.handle(finished(A, "y", sid="fy")) == [
+    assert s.handle(finished(s, A, "y", sid="fy")) == [
         in_memory("c", "y", (A,), "fy"),
         free(A, "fy", "x"),
     ]
@@ -737,7 +738,7 @@ def test_alias_task_without_run_spec_runs_after_its_dependency() -> None:
 def test_scatter_of_a_key_already_in_memory_adds_a_replica_and_keeps_its_size() -> None:
     s = scheduler(register_worker(A), register_worker(B), clients=("c", "d"))
     s.handle(graph("c", spec("x"), sid="g1"))
-    s.handle(finished(A, "x", nbytes=8, sid="f"))
+    s.handle(finished(s, A, "x", nbytes=8, sid="f"))
     # Another client scatters the same (content-addressed) key; its own size
     # estimate differs from the worker's measurement.
     assert s.handle(m.ScatteredData("d", (("x", (B,), 100),), "sc")) == [
@@ -753,33 +754,33 @@ def test_stale_result_for_a_key_recomputed_elsewhere_is_not_counted_as_a_replica
     assert s.handle(m.ReleaseKeys("c", ("x",), "rel")) == [free(A, "rel", "x")]
     # Submitted again before A ran the FreeKeys; this time B runs it.
     assert s.handle(graph("c", spec("x"), sid="g2")) == [compute(B, "x", (0, 2), "g2")]
-    s.handle(finished(B, "x", sid="f-b"))
+    s.handle(finished(s, B, "x", sid="f-b"))
     # A's result of the first run arrives: the FreeKeys on its way to A will
     # delete that copy, so it must not be counted; A is told (again) to drop it.
-    assert s.handle(finished(A, "x", sid="stale")) == [free(A, "stale", "x")]
+    assert s.handle(finished(s, A, "x", sid="stale")) == [free(A, "stale", "x")]
     assert [w.address for w in s.tasks["x"].who_has] == [B]
     # A duplicate report from a counted holder changes nothing.
-    assert s.handle(finished(B, "x", sid="dup")) == []
+    assert s.handle(finished(s, B, "x", sid="dup")) == []
 
 
 def test_known_released_key_wanted_again_is_computed_again() -> None:
     s = scheduler(register_worker(A))
     s.handle(graph("c", spec("x"), spec("y", "x"), wanted=("y",), sid="g1"))
-    s.handle(finished(A, "x", sid="fx"))
-    s.handle(finished(A, "y", sid="fy"))
+    s.handle(finished(s, A, "x", sid="fx"))
+    s.handle(finished(s, A, "y", sid="fy"))
     assert states(s, "x", "y") == {"x": "released", "y": "memory"}  # x kept as lineage
     # The client now asks for x itself (same key: the same computation).
     assert s.handle(graph("c", spec("x"), wanted=("x",), sid="g2")) == [
         compute(A, "x", (0, 1), "g2"),
     ]
-    assert s.handle(finished(A, "x", sid="fx2")) == [in_memory("c", "x", (A,), "fx2")]
+    assert s.handle(finished(s, A, "x", sid="fx2")) == [in_memory("c", "x", (A,), "fx2")]
 
 
 def test_restarted_worker_does_not_receive_a_task_whose_input_it_lost() -> None:
     s = scheduler(register_worker(A))
     s.handle(graph("c", spec("x"), spec("y", "x", resources={"GPU": 1}), wanted=("y",),
                    sid="g1"))
-    s.handle(finished(A, "x", sid="fx"))
+    s.handle(finished(s, A, "x", sid="fx"))
     assert states(s, "x", "y") == {"x": "memory", "y": "no-worker"}
     # A restarts with a GPU: x (only on the old A) is lost, so y, now
     # runnable on A, must wait for x's recomputation instead of starting.
@@ -787,7 +788,7 @@ def test_restarted_worker_does_not_receive_a_task_whose_input_it_lost() -> None:
         compute(A, "x", (0, 1), "restart"),
     ]
     assert states(s, "x", "y") == {"x": "processing", "y": "waiting"}
-    assert s.handle(finished(A, "x", sid="fx2")) == [
+    assert s.handle(finished(s, A, "x", sid="fx2")) == [
         compute(A, "y", (0, 1), "fx2", who_has=(("x", (A,), 8),), resources=(("GPU", 1),)),
     ]
 
@@ -800,7 +801,7 @@ def test_validation_catches_a_replica_index_mismatch() -> None:
 
     s = scheduler(register_worker(A))
     s.handle(graph("c", spec("x"), sid="g1"))
-    s.handle(finished(A, "x", sid="f"))
+    s.handle(finished(s, A, "x", sid="f"))
     del s.workers[A].has_what[s.tasks["x"]]
     with pytest.raises(InvariantError, match="who_has/has_what disagree"):
         s.validate()
@@ -835,3 +836,62 @@ def test_unwanted_task_failed_at_submission_is_not_kept() -> None:
         compute(A, "x", (0, 1), "g1"),
     ]
     assert list(s.tasks) == ["x"]
+
+
+# ------------------------------------------------- run_id: stale reports
+
+
+def test_result_of_an_earlier_run_crossing_a_reassignment_is_ignored() -> None:
+    """ComputeTask, FreeKeys, ComputeTask to one worker while the first run's
+    TaskFinished is on the wire: that result must not be taken for the second
+    run's (the worker deletes it on the FreeKeys; the replica would be a ghost)."""
+    s = scheduler(register_worker(A))
+    assert s.handle(graph("c", spec("x"), sid="g1")) == [compute(A, "x", (0, 1), "g1", run_id=1)]
+    assert s.handle(m.ReleaseKeys("c", ("x",), "rel")) == [free(A, "rel", "x")]
+    assert s.handle(graph("c", spec("x"), sid="g2")) == [compute(A, "x", (0, 2), "g2", run_id=2)]
+    # Neither accepted nor answered with a FreeKeys (that would cancel run 2).
+    assert s.handle(finished(s, A, "x", run_id=1, sid="stale")) == []
+    assert states(s, "x") == {"x": "processing"}
+    assert s.workers[A].has_what == {}
+    assert s.handle(finished(s, A, "x", run_id=2, sid="f2")) == [in_memory("c", "x", (A,), "f2")]
+
+
+def test_failure_or_give_up_of_an_earlier_run_is_ignored() -> None:
+    s = scheduler(register_worker(A))
+    s.handle(graph("c", spec("x"), sid="g1"))
+    s.handle(m.ReleaseKeys("c", ("x",), "rel"))
+    s.handle(graph("c", spec("x"), sid="g2"))
+    assert s.handle(erred(s, A, "x", run_id=1, sid="stale-err")) == []
+    assert s.handle(m.RescheduleTask(A, "x", 1, "stale-resched")) == []
+    assert states(s, "x") == {"x": "processing"}
+    assert s.tasks["x"].run_id == 2
+
+
+def test_stale_result_for_a_key_now_running_elsewhere_is_freed() -> None:
+    s = scheduler(register_worker(A), register_worker(B))
+    s.handle(graph("c", spec("x", workers=(A,)), sid="g1"))
+    s.handle(m.ReleaseKeys("c", ("x",), "rel"))
+    assert s.handle(graph("c", spec("x", workers=(B,)), sid="g2")) == [
+        compute(B, "x", (0, 2), "g2", run_id=2),
+    ]
+    assert s.handle(finished(s, A, "x", run_id=1, sid="stale")) == [free(A, "stale", "x")]
+    assert states(s, "x") == {"x": "processing"}
+
+
+# ------------------------------------------------------- clients reconnecting
+
+
+def test_known_client_registering_again_hears_its_finished_keys_again() -> None:
+    """Reports sent while a client's connection was down are lost with it."""
+    s = scheduler(register_worker(A, nthreads=3))
+    s.handle(graph("c", spec("x"), spec("bad"), spec("y", "x"), wanted=("x", "bad", "y"),
+                   sid="g1"))
+    s.handle(finished(s, A, "x", sid="fx"))
+    s.handle(erred(s, A, "bad", sid="eb"))
+    assert states(s, "x", "bad", "y") == {"x": "memory", "bad": "erred", "y": "processing"}
+    assert s.handle(m.RegisterClient("c", 5.0, "back")) == [
+        in_memory("c", "x", (A,), "back"),
+        key_erred("c", "bad", "back"),
+    ]
+    # A new client hears nothing: it wants nothing yet.
+    assert s.handle(m.RegisterClient("d", 5.0, "new")) == []

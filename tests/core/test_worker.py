@@ -29,9 +29,11 @@ def worker(nthreads: int = 1, resources: dict[str, float] | None = None) -> Work
 
 def compute(
     key: m.Key, *deps: tuple[m.Key, tuple[str, ...], int], priority: m.Priority = (0,),
-    resources: tuple[tuple[str, float], ...] | None = None, sid: str = "",
+    resources: tuple[tuple[str, float], ...] | None = None, sid: str = "", run_id: int = 1,
+    run_spec: m.Serialized | None = RUN,
 ) -> m.ComputeTask:
-    return m.ComputeTask(key, RUN, tuple(deps), priority, resources, sid or f"compute-{key}")
+    return m.ComputeTask(key, run_spec, tuple(deps), priority, resources, run_id,
+                         sid or f"compute-{key}")
 
 
 def execute(key: m.Key, sid: str, *deps: m.Key) -> Execute:
@@ -47,8 +49,9 @@ def failure(key: m.Key, sid: str = "") -> ev.ExecuteFailure:
 
 
 def finished(key: m.Key, sid: str, *, nbytes: int = 8, duration: float = 0.5,
-             stop: float = 100.0, type_name: str = "int") -> SendToScheduler:
-    return SendToScheduler(m.TaskFinished(ME, key, nbytes, type_name, duration, stop, sid))
+             stop: float = 100.0, type_name: str = "int", run_id: int = 1) -> SendToScheduler:
+    return SendToScheduler(m.TaskFinished(ME, key, nbytes, type_name, duration, stop, run_id,
+                                          sid))
 
 
 def to_scheduler(msg: m.Message) -> SendToScheduler:
@@ -81,7 +84,7 @@ def test_execute_failure_reports_task_erred_and_forgets() -> None:
     w = worker()
     w.handle(compute("x"))
     assert w.handle(failure("x", sid="bad")) == [
-        to_scheduler(m.TaskErred(ME, "x", EXC, TB, "ValueError('x')", 0.5, "bad")),
+        to_scheduler(m.TaskErred(ME, "x", EXC, TB, "ValueError('x')", 0.5, 1, "bad")),
     ]
     assert w.tasks == {}
 
@@ -200,7 +203,7 @@ def test_missing_data_with_no_other_holder_hands_the_task_back() -> None:
     w.handle(compute("y", ("x", (P,), 10), sid="cy"))
     assert w.handle(ev.GatherDepSuccess(P, (), ("x",), 0.0, "miss")) == [
         to_scheduler(m.MissingData(ME, "x", P, "miss")),
-        to_scheduler(m.RescheduleTask(ME, "y", "miss")),
+        to_scheduler(m.RescheduleTask(ME, "y", 1, "miss")),
     ]
     assert w.tasks == {}
 
@@ -228,7 +231,7 @@ def test_network_failure_without_other_holder_hands_the_task_back() -> None:
     w = worker()
     w.handle(compute("y", ("x", (P,), 10), sid="cy"))
     assert w.handle(ev.GatherDepFailure(P, ("x",), "connection reset", "down")) == [
-        to_scheduler(m.RescheduleTask(ME, "y", "down")),
+        to_scheduler(m.RescheduleTask(ME, "y", 1, "down")),
     ]
     assert w.tasks == {}
 
@@ -236,7 +239,7 @@ def test_network_failure_without_other_holder_hands_the_task_back() -> None:
 def test_dependency_listed_only_on_this_worker_but_absent_hands_the_task_back() -> None:
     w = worker()
     assert w.handle(compute("y", ("x", (ME,), 10), sid="cy")) == [
-        to_scheduler(m.RescheduleTask(ME, "y", "cy")),
+        to_scheduler(m.RescheduleTask(ME, "y", 1, "cy")),
     ]
     assert w.tasks == {}
 
@@ -281,9 +284,10 @@ def test_compute_again_after_cancel_resumes_without_a_second_execute() -> None:
     w = worker()
     w.handle(compute("x", sid="c1"))
     w.handle(m.FreeKeys(("x",), "free"))
-    assert w.handle(compute("x", sid="c2")) == []
+    assert w.handle(compute("x", sid="c2", run_id=2)) == []
     assert states(w, "x") == {"x": "executing"}
-    assert w.handle(success("x", sid="done")) == [finished("x", "done")]
+    # The run still going answers the new assignment.
+    assert w.handle(success("x", sid="done")) == [finished("x", "done", run_id=2)]
 
 
 def test_free_keys_of_ready_task_forgets_it() -> None:
@@ -393,8 +397,8 @@ def test_compute_of_a_key_in_flight_is_handed_back_if_the_transfer_fails() -> No
     w.handle(compute("x", sid="cx"))
     # Neither the copy nor any holder: give both back, nothing may stay stuck.
     assert w.handle(ev.GatherDepFailure(P, ("x",), "reset", "down")) == [
-        to_scheduler(m.RescheduleTask(ME, "x", "down")),
-        to_scheduler(m.RescheduleTask(ME, "y", "down")),
+        to_scheduler(m.RescheduleTask(ME, "x", 1, "down")),
+        to_scheduler(m.RescheduleTask(ME, "y", 1, "down")),
     ]
     assert w.tasks == {}
 
@@ -404,7 +408,7 @@ def test_compute_of_a_key_in_flight_is_handed_back_and_refetched_elsewhere() -> 
     w.handle(compute("y", ("x", (P, Q), 10), sid="cy"))
     w.handle(compute("x", sid="cx"))
     assert w.handle(ev.GatherDepFailure(P, ("x",), "reset", "down")) == [
-        to_scheduler(m.RescheduleTask(ME, "x", "down")),
+        to_scheduler(m.RescheduleTask(ME, "x", 1, "down")),
         GatherDep(Q, ("x",), 10, "down"),
     ]
     assert w.handle(ev.GatherDepSuccess(Q, (("x", 10),), (), 0.0, "got")) == [
@@ -433,7 +437,7 @@ def test_cancelled_task_failing_hands_back_a_dependent_placed_here_meanwhile() -
     w.handle(m.FreeKeys(("x",), "free"))
     w.handle(compute("y", ("x", (P,), 8), sid="cy"))
     assert w.handle(failure("x", sid="failed-x")) == [
-        to_scheduler(m.RescheduleTask(ME, "y", "failed-x")),
+        to_scheduler(m.RescheduleTask(ME, "y", 1, "failed-x")),
     ]
     assert w.tasks == {}
 
@@ -476,4 +480,65 @@ def test_story_and_invalid_transition() -> None:
 def test_unknown_event_type_raises() -> None:
     w = worker()
     with pytest.raises(TypeError, match="cannot handle"):
-        w.handle(m.TaskFinished(ME, "x", 1, "int", 0.1, 1.0, "wrong-direction"))
+        w.handle(m.TaskFinished(ME, "x", 1, "int", 0.1, 1.0, 1, "wrong-direction"))
+
+
+# ------------------------------------------------------------------ run_id
+
+RUN2 = m.Serialized(b"another computation")
+
+
+def test_reports_echo_the_run_id_of_the_assignment() -> None:
+    w = worker(nthreads=2)
+    w.handle(compute("x", run_id=7))
+    w.handle(compute("y", run_id=8))
+    assert w.handle(success("x", sid="rx")) == [finished("x", "rx", run_id=7)]
+    assert w.handle(failure("y", sid="fy")) == [
+        to_scheduler(m.TaskErred(ME, "y", EXC, TB, "ValueError('x')", 0.5, 8, "fy")),
+    ]
+    # Already in memory: answered at once, for the new assignment.
+    assert w.handle(compute("x", sid="again", run_id=9)) == [
+        finished("x", "again", duration=0.0, stop=0.0, run_id=9),
+    ]
+
+
+def test_give_up_echoes_the_run_id() -> None:
+    w = worker()
+    w.handle(compute("y", ("x", (P,), 10), sid="cy", run_id=4))
+    assert w.handle(ev.GatherDepFailure(P, ("x",), "reset", "down")) == [
+        to_scheduler(m.RescheduleTask(ME, "y", 4, "down")),
+    ]
+
+
+def test_resubmitted_different_computation_waits_for_the_cancelled_run() -> None:
+    """A key released while running and resubmitted as another computation:
+    the old run's result must not answer the new assignment."""
+    w = worker(nthreads=1)
+    assert w.handle(compute("x", sid="c1", run_id=1)) == [execute("x", "c1")]
+    w.handle(m.FreeKeys(("x",), "free"))
+    assert w.handle(compute("x", sid="c2", run_id=2, run_spec=RUN2)) == []
+    assert states(w, "x") == {"x": "cancelled"}
+    # The old run ends: its value is dropped, the new computation starts.
+    assert w.handle(success("x", sid="old")) == [
+        DeleteData(("x",), "old"),
+        Execute("x", RUN2, (), "old"),
+    ]
+    assert w.handle(success("x", sid="new")) == [finished("x", "new", run_id=2)]
+
+
+def test_resubmitted_different_computation_starts_after_the_old_run_fails() -> None:
+    w = worker(nthreads=1)
+    w.handle(compute("x", sid="c1", run_id=1))
+    w.handle(m.FreeKeys(("x",), "free"))
+    w.handle(compute("x", sid="c2", run_id=2, run_spec=RUN2))
+    assert w.handle(failure("x", sid="old")) == [Execute("x", RUN2, (), "old")]
+
+
+def test_free_keys_drops_a_pending_resubmission() -> None:
+    w = worker(nthreads=1)
+    w.handle(compute("x", sid="c1", run_id=1))
+    w.handle(m.FreeKeys(("x",), "free"))
+    w.handle(compute("x", sid="c2", run_id=2, run_spec=RUN2))
+    w.handle(m.FreeKeys(("x",), "free-again"))
+    assert w.handle(success("x", sid="old")) == [DeleteData(("x",), "old")]
+    assert w.tasks == {}

@@ -147,7 +147,7 @@ def test_echo_preserves_messages_and_order(run_async: Any, address: str) -> None
             assert comm.handshake == {"teamster": PROTOCOL_VERSION, "role": "scheduler"}
             msgs = [
                 ComputeTask(key=("f", i), run_spec=Serialized(b"x" * 60), who_has=(),
-                            priority=(0, i), resources=None, stimulus_id=f"s-{i}")
+                            priority=(0, i), resources=None, run_id=i, stimulus_id=f"s-{i}")
                 for i in range(200)
             ]
             for m in msgs:

@@ -15,15 +15,24 @@ Threads and ownership:
   release drain. It is never taken in ``Future.__del__``.
 - Done callbacks run in a separate callback thread, so a callback may call
   ``result()`` (on the loop thread that would deadlock).
+
+Losing the scheduler connection (the scheduler still alive): the client
+reconnects with backoff for up to ``reconnect_timeout`` seconds, keeping its
+futures pending and its outbox queued meanwhile. Once back it wants all its
+keys again (the scheduler repeats the outcome of finished ones, and
+recomputes lost data it still has the lineage of), then asks which keys the
+scheduler no longer knows: those futures fail with a message that says so.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
+import dataclasses
 import itertools
 import logging
 import threading
+import time
 import uuid
 import weakref
 from collections import deque
@@ -106,7 +115,7 @@ class Client(ClusterOperations, DaskCollections):
                  set_as_default: bool = True, name: str | None = None,
                  asynchronous: bool = False, direct_to_workers: bool | None = None,
                  security: Security | None = None, token: str | None = None,
-                 **kwargs: Any) -> None:
+                 reconnect_timeout: float = 30.0, **kwargs: Any) -> None:
         if asynchronous:
             raise ValueError("teamster's Client is synchronous: asynchronous=True is not "
                              "supported; call it from a thread (asyncio.to_thread) instead")
@@ -138,6 +147,17 @@ class Client(ClusterOperations, DaskCollections):
         self.security = security_for_client(address, security, token,
                                             getattr(self._cluster, "security", None))
         self._timeout = timeout
+        #: Seconds to keep trying to reach the scheduler after losing the connection.
+        self.reconnect_timeout = reconnect_timeout
+        #: How many times the scheduler connection was re-established.
+        self.reconnections = 0
+        #: Set while the scheduler connection is up (cleared while reconnecting).
+        self._connected: asyncio.Event | None = None
+        self._reconnecting: asyncio.Task[None] | None = None
+        #: Wanted key -> the UpdateGraph that submitted it, until the scheduler
+        #: reports the key: a graph lost with a dropped connection is sent
+        #: again after reconnecting. Loop thread only.
+        self._submitted_by: dict[Key, m.UpdateGraph] = {}
         #: key -> the state every future of that key shares. Written under _lock
         #: (user threads and the release drain); read freely by the loop.
         self.futures: dict[Key, FutureState] = {}
@@ -182,12 +202,18 @@ class Client(ClusterOperations, DaskCollections):
     # ------------------------------------------------------------ lifecycle
 
     async def _start(self) -> None:
+        self._connected = asyncio.Event()
+        await self._connect(self._timeout)
+
+    async def _connect(self, timeout: float) -> None:
         comm = await connect(self.scheduler_address, handshake=self._handshake,
-                             timeout=self._timeout, security=self.security)
+                             timeout=timeout, security=self.security)
         self._comm = comm
         self._bsend = BatchedSend(interval=0.002)
         self._bsend.start(comm)
         self._reader = asyncio.get_running_loop().create_task(self._read_scheduler(comm))
+        assert self._connected is not None
+        self._connected.set()
 
     def __enter__(self) -> Client:
         return self
@@ -229,10 +255,15 @@ class Client(ClusterOperations, DaskCollections):
             self.refcount.clear()
         for st in states:
             st.cancel("client-closed")
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
         bsend = self._bsend
         if bsend is not None:
             if keys:
                 bsend.send(m.ReleaseKeys(self.id, tuple(keys), self._stimulus("close")))
+            # Goodbye: the scheduler drops this client now rather than after
+            # the grace period it grants to clients that may reconnect.
+            bsend.send(m.RemoveClient(self.id, 0.0, self._stimulus("goodbye")))
             try:
                 await asyncio.wait_for(bsend.close(), 5)
             except (TimeoutError, OSError, CommClosedError):
@@ -281,7 +312,83 @@ class Client(ClusterOperations, DaskCollections):
                 self._on_scheduler_lost(exc)
 
     def _on_scheduler_lost(self, exc: BaseException) -> None:
-        """No reconnection yet: fail everything that waits, refuse new work."""
+        """Reconnect in the background; futures stay pending, the outbox waits."""
+        if self._reconnecting is not None and not self._reconnecting.done():
+            return
+        assert self._connected is not None
+        self._connected.clear()
+        if self._bsend is not None:
+            self._bsend.abort()
+        # Replies to requests sent on the lost connection will never come.
+        self._fail_replies(ClosedClientError(f"lost the scheduler connection: {exc}"))
+        if self.reconnect_timeout <= 0:
+            self._give_up(exc)
+            return
+        logger.warning("%s lost its scheduler %s (%s); reconnecting for up to %ss", self.id,
+                       self.scheduler_address, exc, self.reconnect_timeout)
+        self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect(exc))
+
+    async def _reconnect(self, exc: BaseException) -> None:
+        deadline = time.monotonic() + self.reconnect_timeout
+        delay = 0.05
+        while self.status == "running":
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._give_up(exc)
+                return
+            try:
+                await self._connect(min(self._timeout, max(remaining, 0.1)))
+            except (TimeoutError, OSError, CommClosedError) as err:
+                logger.info("%s could not reconnect yet: %s", self.id, err)
+                await asyncio.sleep(min(delay, max(deadline - time.monotonic(), 0)))
+                delay = min(delay * 2, 2.0)
+                continue
+            self.reconnections += 1
+            logger.warning("%s reconnected to %s", self.id, self.scheduler_address)
+            try:
+                await self._register_again()
+            except (ClosedClientError, CommClosedError, OSError) as err:
+                logger.info("%s lost the scheduler again while re-registering: %s",
+                            self.id, err)
+            return
+
+    async def _register_again(self) -> None:
+        """Want every held key again, then fail those the scheduler forgot meanwhile."""
+        with self._lock:
+            keys = [k for k, st in self.futures.items() if st.status != "cancelled"]
+        assert self._bsend is not None
+        if keys:
+            self._bsend.send(m.UpdateGraph(self.id, (), tuple(keys), 0.0,
+                                           self._stimulus("reconnect")))
+        self._loop.drain_now()  # then what was queued while disconnected
+        if not keys:
+            return
+        unknown = await self._request("unknown_keys", {"keys": keys})
+        # Graphs that never arrived (lost in the dropped connection's buffers)
+        # go again, in their original order, wanting only keys still held.
+        graphs = list({id(g): g for k in unknown
+                       if (g := self._submitted_by.get(k)) is not None}.values())
+        if graphs:
+            order: dict[int, int] = {}
+            for g in self._submitted_by.values():  # (insertion order: submission order)
+                order.setdefault(id(g), len(order))
+            graphs.sort(key=lambda g: order[id(g)])
+            for g in graphs:
+                wanted = tuple(k for k in g.wanted if k in self.futures)
+                self._bsend.send(dataclasses.replace(g, wanted=wanted))
+            resent = {k for g in graphs for k in g.wanted}
+            logger.info("%s sent %d graph(s) again after reconnecting", self.id, len(graphs))
+            unknown = [k for k in unknown if k not in resent]
+        for key in unknown:
+            st = self.futures.get(key)
+            if st is not None:
+                st.set_error(None, None, (
+                    f"The scheduler no longer knows {key!r}: it was released or lost while "
+                    f"this client was disconnected from {self.scheduler_address} (or its "
+                    "submission was lost with the connection). Submit it again."))
+
+    def _give_up(self, exc: BaseException) -> None:
+        """Reconnecting failed: fail everything that waits, refuse new work."""
         logger.warning("%s lost its scheduler %s: %s", self.id, self.scheduler_address, exc)
         self.status = "closing"
         for st in list(self.futures.values()):
@@ -296,11 +403,13 @@ class Client(ClusterOperations, DaskCollections):
                 fut.set_exception(exc)
 
     def _on_key_in_memory(self, msg: m.KeyInMemory) -> None:
+        self._submitted_by.pop(msg.key, None)
         st = self.futures.get(msg.key)
         if st is not None:  # None: no future holds the key any more
             st.finish(tuple(msg.who_has), msg.nbytes, msg.type_name)
 
     def _on_key_erred(self, msg: m.KeyErred) -> None:
+        self._submitted_by.pop(msg.key, None)
         st = self.futures.get(msg.key)
         if st is not None:
             st.set_error(msg.exception, msg.traceback, msg.exception_text)
@@ -317,6 +426,12 @@ class Client(ClusterOperations, DaskCollections):
 
     async def _request(self, op: str, args: dict[str, Any] | None = None) -> Any:
         """Ask the scheduler (in order with everything sent before) and await the reply."""
+        connected = self._connected
+        if self.status == "running" and connected is not None and not connected.is_set():
+            try:  # reconnecting: wait for it rather than fail at once
+                await asyncio.wait_for(connected.wait(), self.reconnect_timeout)
+            except TimeoutError:
+                pass
         if self.status != "running" or self._bsend is None or self._bsend.closed():
             raise ClosedClientError(f"{self.id} is {self.status}: cannot ask the scheduler")
         rid = next(self._request_ids)
@@ -336,6 +451,8 @@ class Client(ClusterOperations, DaskCollections):
 
     def _drain(self, outbox: deque[Any]) -> None:
         """Send queued messages in order, turning releases into ReleaseKeys (loop thread)."""
+        if self._connected is not None and not self._connected.is_set():
+            return  # reconnecting: the outbox waits, in order
         msgs: list[Any] = []
         released: list[Key] = []
         with self._lock:
@@ -344,7 +461,11 @@ class Client(ClusterOperations, DaskCollections):
                 if type(item) is tuple:  # (_RELEASE, key)
                     if self._decref(item[1]):
                         released.append(item[1])
+                        self._submitted_by.pop(item[1], None)
                     continue
+                if type(item) is m.UpdateGraph and item.tasks:
+                    for key in item.wanted:
+                        self._submitted_by[key] = item
                 if released:
                     msgs.append(m.ReleaseKeys(self.id, tuple(released),
                                               self._stimulus("release")))

@@ -63,8 +63,10 @@ class WorkerConnections:
                 break
             comm = None
         if comm is None:
+            # A worker named as a holder was listening: refused means it died.
             comm = await connect(address, handshake=self._handshake,
-                                 timeout=self.connect_timeout, security=self._security)
+                                 timeout=self.connect_timeout, security=self._security,
+                                 retry_refused=False)
         self._busy.add(comm)
         try:
             await comm.send(msg)

@@ -299,6 +299,22 @@ class LocalCluster:
     def worker_pids(self) -> dict[str, int]:
         return {name: proc.pid for name, proc in self._procs.items()}
 
+    def kill_worker(self, name: str) -> None:
+        """SIGKILL one worker process (no goodbye, as when a host dies); for failure tests.
+
+        It leaves ``workers``; ``scale(n)`` starts replacements with fresh names.
+        """
+        if not self.processes:
+            raise ValueError("kill_worker needs processes=True (thread workers cannot be "
+                             "killed); create the LocalCluster with processes=True")
+        proc = self._procs.pop(name, None)
+        if proc is None:
+            raise ValueError(f"no worker named {name!r}; running: {sorted(self._procs)}")
+        proc.kill()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
     # ------------------------------------------------------------------ lifecycle
 
     def close(self) -> None:

@@ -15,8 +15,10 @@ Rules of this module:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, ClassVar, TypeAlias, TypeVar, dataclass_transform
+
+from teamster.core.record import record
 
 #: A task key: a string, or a dask-style tuple such as ("x-123", 0, 1).
 Key: TypeAlias = str | tuple[Any, ...]
@@ -26,7 +28,7 @@ Address: TypeAlias = str
 Priority: TypeAlias = tuple[Any, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Serialized:
     """Opaque user bytes: a pickle stream plus its out-of-band buffers.
 
@@ -52,7 +54,7 @@ _M = TypeVar("_M", bound=type)
 @dataclass_transform(frozen_default=True, field_specifiers=(field,))
 def message(cls: _M) -> _M:
     """Register a frozen slotted dataclass as a wire message (tag = registration index)."""
-    new: Any = dataclass(frozen=True, slots=True)(cls)
+    new: Any = record(cls)
     new.tag = len(MESSAGE_TYPES)
     MESSAGE_TYPES.append(new)
     return new  # type: ignore[no-any-return]
@@ -190,6 +192,8 @@ class TaskFinished(Message):
     #: computation for the balance report (clocks of one machine agree; across
     #: machines they differ by their NTP skew).
     stop: float
+    #: The assignment this result answers (``ComputeTask.run_id``, echoed).
+    run_id: int
     stimulus_id: str
 
 
@@ -202,6 +206,8 @@ class TaskErred(Message):
     #: repr of the exception, readable without unpickling.
     exception_text: str
     duration: float
+    #: The assignment this failure answers (``ComputeTask.run_id``, echoed).
+    run_id: int
     stimulus_id: str
 
 
@@ -237,6 +243,8 @@ class RescheduleTask(Message):
 
     worker: Address
     key: Key
+    #: The assignment given up (``ComputeTask.run_id``, echoed).
+    run_id: int
     stimulus_id: str
 
 
@@ -302,6 +310,10 @@ class ComputeTask(Message):
     who_has: tuple[tuple[Key, tuple[Address, ...], int], ...]
     priority: Priority
     resources: tuple[tuple[str, float], ...] | None
+    #: Unique per assignment. A key can be assigned, freed and assigned again
+    #: to the same worker while the first run's result is on the wire; the
+    #: echoed run_id tells that stale result from the current one.
+    run_id: int
     stimulus_id: str
 
 

@@ -30,8 +30,10 @@ class ConnectionPool:
                 comm = candidate
                 break
         if comm is None:
+            # Peers were listening when the scheduler named them: a refusal
+            # means the process died, so fail now rather than retry.
             comm = await connect(address, handshake=self._handshake, timeout=self._timeout,
-                                 security=self._security)
+                                 security=self._security, retry_refused=False)
         try:
             yield comm
         except BaseException:

@@ -5,6 +5,13 @@ Every message from a worker or client becomes an event for
 by sending on the right batched stream. This module makes no scheduling
 decision and never unpickles user data (run specs, results and exceptions
 pass through as opaque ``Serialized`` blobs).
+
+Failures it detects: a worker connection that closes (process killed) is a
+``RemoveWorker`` at once; a worker that goes silent (host down, network
+partitioned) is removed by the core when a ``Tick`` finds its last heartbeat
+older than ``heartbeat_timeout``. A client whose connection drops keeps its
+futures for ``client_grace`` seconds so it can reconnect; a client that says
+goodbye (``RemoveClient``) is removed at once.
 """
 
 from __future__ import annotations
@@ -34,7 +41,16 @@ logger = logging.getLogger("teamster.scheduler")
 #: protocol violation that closes that peer's connection only.
 WORKER_MESSAGES = (m.TaskFinished, m.TaskErred, m.AddKeys, m.MissingData, m.RescheduleTask,
                    m.Heartbeat, m.StealResponse, m.WorkerStatus, m.ReplicasNotAcquired)
-CLIENT_MESSAGES = (m.UpdateGraph, m.ReleaseKeys, m.CancelKeys, m.ScatteredData)
+CLIENT_MESSAGES = (m.UpdateGraph, m.ReleaseKeys, m.CancelKeys, m.ScatteredData,
+                   m.RemoveClient)
+
+#: Seconds a worker may stay silent before it is declared lost. Workers send a
+#: heartbeat every half second; a long pause (a big pickle, a swapping host) must
+#: not cost a healthy worker its data, and a killed process is noticed at once
+#: anyway (its connection closes).
+DEFAULT_HEARTBEAT_TIMEOUT = 60.0
+#: Seconds a disconnected client's futures are kept for it to reconnect.
+DEFAULT_CLIENT_GRACE = 30.0
 #: Queries answered only when the core says so (the stream keeps flowing meanwhile).
 DEFERRED_QUERIES = ("retire_workers",)
 #: Seconds a closing worker's stream may take to flush its Shutdown message.
@@ -56,10 +72,15 @@ class SchedulerServer:
         port: int = 0,
         *,
         validate: bool | None = None,
-        heartbeat_timeout: float = 60.0,
+        heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT,
         tick_interval: float = 1.0,
         security: Security | None = None,
+        client_grace: float = DEFAULT_CLIENT_GRACE,
     ) -> None:
+        if heartbeat_timeout <= 0 or tick_interval <= 0 or client_grace < 0:
+            raise ValueError(
+                f"heartbeat_timeout and tick_interval must be positive and client_grace not "
+                f"negative, got {heartbeat_timeout}, {tick_interval} and {client_grace}")
         #: Token and certificates every connection must pass (none: open to all).
         self.security = security or Security()
         self.listen_address = f"{self.security.scheme}://{host}:{port}"
@@ -67,7 +88,12 @@ class SchedulerServer:
             validate=validation_from_env() if validate is None else validate,
             heartbeat_timeout=heartbeat_timeout,
         )
-        self.tick_interval = tick_interval
+        # Ticks at least 4 times per timeout, so a silent worker is found
+        # within about 1.25 timeouts.
+        self.tick_interval = min(tick_interval, heartbeat_timeout / 4)
+        self.client_grace = client_grace
+        #: Disconnected clients -> the timer that removes them unless they reconnect.
+        self._client_removals: dict[str, asyncio.TimerHandle] = {}
         self.address = ""
         self.id = f"scheduler-{os.getpid()}"
         self._workers: dict[str, tuple[Comm, BatchedSend]] = {}
@@ -99,6 +125,9 @@ class SchedulerServer:
         self.closed.set()
         if self._ticker is not None:
             self._ticker.cancel()
+        for timer in self._client_removals.values():
+            timer.cancel()
+        self._client_removals.clear()
         for fut in self._retirements.values():
             if not fut.done():
                 fut.set_exception(RuntimeError("the scheduler closed before retirement finished"))
@@ -131,7 +160,12 @@ class SchedulerServer:
     async def _tick_forever(self) -> None:
         while True:
             await asyncio.sleep(self.tick_interval)
-            self.handle(Tick(time.time(), self._stimulus("tick")))
+            try:
+                self.handle(Tick(time.time(), self._stimulus("tick")))
+            except Exception:
+                # Logged loudly but survived: a ticker that died silently would
+                # stop the detection of silent workers for good.
+                logger.exception("Handling a Tick failed")
 
     # ---------------------------------------------------------- state machine
 
@@ -195,6 +229,12 @@ class SchedulerServer:
         address = first.address
         bsend = BatchedSend(interval=0.002)
         bsend.start(comm)
+        old = self._workers.get(address)
+        if old is not None:
+            # The same worker again (it reconnected before we saw its old
+            # connection fail): the old stream must not linger half-open.
+            old[1].abort()
+            old[0].abort()
         self._workers[address] = (comm, bsend)
         reg = dataclasses.replace(first, now=time.time(),
                                   stimulus_id=self._stimulus("register-worker"))
@@ -226,8 +266,17 @@ class SchedulerServer:
         client_id = str(comm.handshake.get("client_id") or self._stimulus("client"))
         bsend = BatchedSend(interval=0.002)
         bsend.start(comm)
+        timer = self._client_removals.pop(client_id, None)
+        if timer is not None:
+            timer.cancel()  # back within the grace period: it keeps its futures
+        old = self._clients.get(client_id)
+        if old is not None:
+            old[1].abort()
+            old[0].abort()
         self._clients[client_id] = (comm, bsend)
+        # (For a client the core still knows, this re-reports its finished keys.)
         self.handle(m.RegisterClient(client_id, time.time(), self._stimulus("client")))
+        said_goodbye = False
         try:
             while True:
                 batch = await comm.recv()
@@ -242,6 +291,9 @@ class SchedulerServer:
                             msg = dataclasses.replace(msg, client=client_id, now=time.time())
                         elif msg.client != client_id:
                             msg = dataclasses.replace(msg, client=client_id)
+                        if isinstance(msg, m.RemoveClient):
+                            said_goodbye = True
+                            msg = dataclasses.replace(msg, now=time.time())
                         self.handle(msg)
                     else:
                         raise CommClosedError(f"unexpected message from client: {msg!r:.200}")
@@ -251,8 +303,21 @@ class SchedulerServer:
             if self._clients.get(client_id, (None,))[0] is comm:
                 del self._clients[client_id]
                 bsend.abort()
-                self.handle(m.RemoveClient(client_id, time.time(),
-                                           self._stimulus("remove-client")))
+                if not said_goodbye and not self.closed.is_set():
+                    logger.info("Client %s disconnected; keeping its futures for %ss",
+                                client_id, self.client_grace)
+                    loop = asyncio.get_running_loop()
+                    self._client_removals[client_id] = loop.call_later(
+                        self.client_grace, self._remove_client, client_id)
+
+    def _remove_client(self, client_id: str) -> None:
+        """The grace period ran out and the client did not come back: release its futures."""
+        self._client_removals.pop(client_id, None)
+        if client_id in self._clients:
+            return
+        logger.info("Client %s did not reconnect within %ss; releasing its futures",
+                    client_id, self.client_grace)
+        self.handle(m.RemoveClient(client_id, time.time(), self._stimulus("remove-client")))
 
     async def _serve_queries(self, comm: Comm) -> None:
         """One-off connections (CLI tools, health checks): request, reply, repeat."""
@@ -325,4 +390,7 @@ class SchedulerServer:
             return state.report.as_dict(state)
         if op == "story":
             return [tuple(e) for e in state.story(*args["keys"])]
+        if op == "unknown_keys":
+            # A reconnecting client asks which of its keys the scheduler forgot.
+            return [k for k in args["keys"] if k not in state.tasks]
         raise ValueError(f"unknown query {op!r}")

@@ -6,6 +6,13 @@ memory monitor (pause, resume). Every instruction of ``WorkerState.handle``
 is carried out here. The values themselves live in ``self.data``, a
 ``SpillStore`` that moves them to disk beyond the memory target; the state
 machine only knows their sizes.
+
+Losing the scheduler connection: the scheduler has (or soon will have)
+removed this worker, rescheduled its tasks and written off its data. So the
+worker starts over: a fresh ``WorkerState``, an empty store, and a new
+*session* number; executions and transfers still running from the old
+session are discarded when they end. It reconnects with backoff for up to
+``reconnect_timeout`` seconds, then exits.
 """
 
 from __future__ import annotations
@@ -68,6 +75,7 @@ class WorkerServer:
         heartbeat_interval: float = 0.5,
         connect_timeout: float = 30.0,
         security: Security | None = None,
+        reconnect_timeout: float = 60.0,
     ) -> None:
         #: Token and certificates for every connection, in and out.
         self.security = security or Security()
@@ -80,6 +88,12 @@ class WorkerServer:
         self.validate = validation_from_env() if validate is None else validate
         self.heartbeat_interval = heartbeat_interval
         self.connect_timeout = connect_timeout
+        #: Seconds to keep trying to reach the scheduler after losing it (0: exit at once).
+        self.reconnect_timeout = reconnect_timeout
+        #: Incremented whenever the state starts over; work of older sessions is dropped.
+        self.session = 0
+        #: How many times the scheduler connection was re-established.
+        self.reconnections = 0
         self.address = ""
         self.memory_thresholds = MemoryThresholds(
             memory_limit, memory_target_fraction, memory_spill_fraction, memory_pause_fraction)
@@ -117,23 +131,11 @@ class WorkerServer:
                                     interval=self.memory_monitor_interval, owner=owner)
         loop = asyncio.get_running_loop()
         self._executor = BatchingExecutor(self.nthreads, loop, self._on_executed)
-        comm = await connect(self.scheduler_address, timeout=self.connect_timeout,
-                             handshake={"role": "worker", "address": self.address},
-                             security=self.security)
-        self._scheduler_comm = comm
-        await comm.send(m.RegisterWorker(
-            self.address, self.name, self.nthreads, self.memory_limit,
-            tuple(sorted(self.resources.items())), 0.0, f"register-{self.address}"))
-        first = await comm.recv()
-        if not _registered(first):
+        try:
+            await self._connect_scheduler(self.connect_timeout)
+        except BaseException:
             await self.close()
-            why = _shutdown_reason(first)
-            raise RuntimeError(f"The scheduler at {self.scheduler_address} refused this worker"
-                               + (f": {why}" if why else ""))
-        self._bsend.start(comm)
-        # Work may already ride in the batch that carried the acknowledgement.
-        self._handle_scheduler_batch(first)
-        self._spawn(self._read_scheduler(comm))
+            raise
         self._spawn(self._heartbeat_forever())
         if self.memory_thresholds.limit:
             self._spawn(self.memory.run())
@@ -215,10 +217,12 @@ class WorkerServer:
             nbytes = sizeof(value)
             return _Result(store_large(key, value, nbytes), nbytes, type(value).__name__)
 
-        self._executor.submit(key, job)
+        self._executor.submit((self.session, key), job)
 
     def _on_executed(self, batch: list[Done]) -> None:
-        for key, ok, result, start, stop in batch:
+        for (session, key), ok, result, start, stop in batch:
+            if session != self.session:
+                continue  # started before the scheduler connection was lost
             stim = self._stimulus("execute")
             if ok:
                 if type(result.value) is DiskEntry:
@@ -238,10 +242,13 @@ class WorkerServer:
 
     async def _gather(self, instr: GatherDep) -> None:
         started = time.perf_counter()
+        session = self.session
         try:
             reply = await self._pool.request(instr.worker, m.GetData(instr.keys, instr.stimulus_id))
             if not isinstance(reply, m.DataReply):
                 raise CommClosedError(f"unexpected reply to GetData: {reply!r:.200}")
+            if session != self.session:
+                return  # asked for by a state since discarded
             received = []
             for key, blob in reply.data:
                 self.data.put(key, deserialize(blob), blob.nbytes)
@@ -250,6 +257,8 @@ class WorkerServer:
             self.memory.evict_soon()
         except (OSError, CommClosedError) as exc:
             logger.info("Fetching %d keys from %s failed: %s", len(instr.keys), instr.worker, exc)
+            if session != self.session:
+                return
             self.handle(ev.GatherDepFailure(instr.worker, instr.keys, str(exc),
                                             self._stimulus("gather-failed")))
             return
@@ -258,15 +267,77 @@ class WorkerServer:
 
     # ------------------------------------------------------------ connections
 
+    async def _connect_scheduler(self, timeout: float) -> None:
+        """Connect, register, and start reading the scheduler's stream."""
+        comm = await connect(self.scheduler_address, timeout=timeout,
+                             handshake={"role": "worker", "address": self.address},
+                             security=self.security)
+        try:
+            await comm.send(m.RegisterWorker(
+                self.address, self.name or self.address, self.nthreads, self.memory_limit,
+                tuple(sorted(self.resources.items())), 0.0, f"register-{self.address}"))
+            first = await asyncio.wait_for(comm.recv(), timeout)
+            if not _registered(first):
+                why = _shutdown_reason(first)
+                raise RuntimeError(f"The scheduler at {self.scheduler_address} refused this "
+                                   "worker" + (f": {why}" if why else ""))
+        except BaseException:
+            comm.abort()
+            raise
+        self._scheduler_comm = comm
+        self._bsend = BatchedSend(interval=0.002)
+        self._bsend.start(comm)
+        # Work may already ride in the batch that carried the acknowledgement.
+        self._handle_scheduler_batch(first)
+        self._spawn(self._read_scheduler(comm))
+
     async def _read_scheduler(self, comm: Comm) -> None:
         try:
             while True:
                 self._handle_scheduler_batch(await comm.recv())
-        except CommClosedError:
-            if self.shutdown_reason is None and not self.finished.is_set():
-                logger.warning("Lost the scheduler at %s; shutting down",
-                               self.scheduler_address)
-        finally:
+        except CommClosedError as exc:
+            reason = str(exc)
+        if self.finished.is_set() or self.shutdown_reason is not None:
+            self._close_soon()  # told to go (Shutdown), or closing anyway
+            return
+        if self.reconnect_timeout <= 0:
+            logger.warning("Lost the scheduler at %s (%s); shutting down",
+                           self.scheduler_address, reason)
+            self._close_soon()
+            return
+        logger.warning("Lost the scheduler at %s (%s); reconnecting for up to %ss",
+                       self.scheduler_address, reason, self.reconnect_timeout)
+        self._bsend.abort()
+        self._start_over()
+        self._spawn(self._reconnect())
+
+    def _start_over(self) -> None:
+        """Forget everything: the scheduler wrote this worker's tasks and data off."""
+        self.session += 1
+        self.data.clear()
+        self.state = WorkerState(self.address, self.nthreads, resources=self.resources,
+                                 validate=self.validate)
+
+    async def _reconnect(self) -> None:
+        deadline = time.monotonic() + self.reconnect_timeout
+        delay = 0.05
+        while not self.finished.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                await self._connect_scheduler(min(self.connect_timeout, max(remaining, 0.1)))
+            except (TimeoutError, OSError, CommClosedError, RuntimeError) as exc:
+                logger.info("Reconnecting to %s failed: %s", self.scheduler_address, exc)
+                await asyncio.sleep(min(delay, max(deadline - time.monotonic(), 0)))
+                delay = min(delay * 2, 2.0)
+                continue
+            self.reconnections += 1
+            logger.warning("Reconnected to the scheduler at %s", self.scheduler_address)
+            return
+        if not self.finished.is_set():
+            logger.warning("Could not reach the scheduler at %s for %ss; shutting down",
+                           self.scheduler_address, self.reconnect_timeout)
             self._close_soon()
 
     def _close_soon(self) -> None:
@@ -292,6 +363,8 @@ class WorkerServer:
         while True:
             await asyncio.sleep(self.heartbeat_interval)
             assert self.state is not None
+            if self._bsend.closed():
+                continue  # reconnecting; the new registration says we are alive
             assert self.memory is not None
             metrics = (
                 ("cpu", proc.cpu_percent()),
@@ -302,8 +375,10 @@ class WorkerServer:
                 *self.memory.metrics(),
             )
             now = time.time()
-            executing = tuple((key, now - start) for key, start in
-                              dict(self._executor.running if self._executor else {}).items())
+            session = self.session
+            executing = tuple((key, now - start) for (run, key), start in
+                              dict(self._executor.running if self._executor else {}).items()
+                              if run == session)
             self._bsend.send(m.Heartbeat(self.address, 0.0, metrics, executing,
                                          self._stimulus("heartbeat")))
 

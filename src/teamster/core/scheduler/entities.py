@@ -73,6 +73,7 @@ class TaskState:
         "fetching",
         "critical_path",
         "computation",
+        "run_id",
     )
 
     def __init__(self, key: Key, prefix: TaskPrefix, run_spec: Serialized | None) -> None:
@@ -118,6 +119,9 @@ class TaskState:
         self.critical_path = 0.0
         #: The computation (balance report) it last finished in.
         self.computation = 0
+        #: The current assignment's id (see ``ComputeTask.run_id``); results
+        #: carrying another id answer an earlier assignment and are stale.
+        self.run_id = -1
 
     def __repr__(self) -> str:
         return f"<Task {self.key!r} {self.state}>"

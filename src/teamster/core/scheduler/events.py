@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from teamster.core.record import record
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Tick:
     """Periodic: lets the core notice silent workers (missed heartbeats)."""
 

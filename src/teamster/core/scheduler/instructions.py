@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from teamster.core.messages import Message
+from teamster.core.record import record
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SendToWorker:
     worker: str
     msg: Message
@@ -18,7 +18,7 @@ class SendToWorker:
         return self.msg.stimulus_id
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SendToClient:
     client: str
     msg: Message
@@ -28,7 +28,7 @@ class SendToClient:
         return self.msg.stimulus_id
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CloseWorker:
     """Disconnect a worker (e.g. a second registration under a live address)."""
 

@@ -279,7 +279,12 @@ class Placement:
                             found += 1
                             if found == BUSY_HOLDERS:
                                 break
-        for ws in state.rotate_idle(IDLE_CANDIDATES):
+        # Two idle workers from the front of the rotation, moved to its back
+        # (state.rotate_idle, inlined: this runs for every task).
+        for _ in range(IDLE_CANDIDATES if len(idle) >= IDLE_CANDIDATES else len(idle)):
+            ws = next(iter(idle))
+            del idle[ws]
+            idle[ws] = None
             cand[ws] = None
         filling = self.filling
         if filling is not None and filling in idle:

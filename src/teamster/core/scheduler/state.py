@@ -79,6 +79,8 @@ class SchedulerState:
         self.queue: list[tuple[Any, int, TaskState]] = []
         self.n_queued = 0
         self._seq = 0
+        #: The last ``run_id`` given to an assignment (they are never reused).
+        self.run_ids = 0
         self.generation = 0
         self.placement = Placement(self)
         self.stealing = Stealing(self)
@@ -269,6 +271,8 @@ class SchedulerState:
         duration = self.placement.estimate_duration(ts)
         ts.state = "processing"
         ts.processing_on = ws
+        self.run_ids += 1
+        ts.run_id = self.run_ids
         ws.processing[ts] = duration
         ws.occupancy += duration
         self.n_processing += 1
@@ -316,7 +320,14 @@ class SchedulerState:
         return cs
 
     def _register_client(self, ev: m.RegisterClient) -> None:
-        self._client(ev.client, ev.now).last_seen = ev.now
+        known = ev.client in self.clients
+        cs = self._client(ev.client, ev.now)
+        cs.last_seen = ev.now
+        if known:
+            # A client reconnecting: reports sent while it was away were lost
+            # with its connection; repeat the final ones.
+            for ts in cs.wants_what:
+                self._report(cs, ts, ev.stimulus_id)
 
     def _remove_client(self, ev: m.RemoveClient) -> None:
         cs = self.clients.get(ev.client)
@@ -330,6 +341,10 @@ class SchedulerState:
             return
         cs.wants_what[ts] = None
         ts.who_wants[cs] = None
+        self._report(cs, ts, stimulus_id)
+
+    def _report(self, cs: ClientInfo, ts: TaskState, stimulus_id: str) -> None:
+        """Tell the client the outcome of a key it wants, if there is one yet."""
         if ts.state == "memory":
             msg = m.KeyInMemory(
                 ts.key, tuple(w.address for w in ts.who_has), ts.nbytes, ts.type_name, stimulus_id
@@ -588,11 +603,17 @@ class SchedulerState:
         if ws is None:
             return  # a late message from a worker already removed
         ts = self.tasks.get(ev.key)
-        if ts is None or ts.state != "processing" or ts.processing_on is not ws:
+        if ts is None or ts.processing_on is not ws or ts.run_id != ev.run_id:
             # Released, cancelled, re-placed or computed elsewhere meanwhile:
             # the result is not wanted here. Not even as a replica of a key in
             # memory: the FreeKeys that released it here may be crossing this
             # message, and would delete the copy the scheduler counted.
+            if ts is not None and ts.processing_on is ws:
+                # An earlier run's result, crossing the FreeKeys and the new
+                # ComputeTask sent since: the worker runs the key again (or
+                # has adopted the new run_id) and will answer for the new
+                # run. Freeing here would cancel that run.
+                return
             if ts is None or ws not in ts.who_has:
                 self.out.append(SendToWorker(ws.address, m.FreeKeys((ev.key,), ev.stimulus_id)))
             return
@@ -608,8 +629,8 @@ class SchedulerState:
     def _task_erred(self, ev: m.TaskErred) -> None:
         ws = self.workers.get(ev.worker)
         ts = self.tasks.get(ev.key)
-        if ws is None or ts is None or ts.processing_on is not ws:
-            return
+        if ws is None or ts is None or ts.processing_on is not ws or ts.run_id != ev.run_id:
+            return  # an earlier assignment's failure (see _task_finished)
         ws.executed += 1
         ws.busy_time += ev.duration
         if ts.retries > 0:
@@ -655,7 +676,8 @@ class SchedulerState:
     def _reschedule(self, ev: m.RescheduleTask) -> None:
         ts = self.tasks.get(ev.key)
         ws = self.workers.get(ev.worker)
-        if ts is not None and ws is not None and ts.processing_on is ws:
+        if (ts is not None and ws is not None and ts.processing_on is ws
+                and ts.run_id == ev.run_id):
             self.transition(ts, "released", ev.stimulus_id)
 
     # ------------------------------------------------------------- reporting

@@ -56,8 +56,9 @@ class Stealing:
         self.state = state
         #: Tasks with a StealRequest out -> the steal.
         self.pending: dict[TaskState, Steal] = {}
-        #: Tasks a victim refused to give up (started): not asked again while
-        #: they stay where they are.
+        #: Tasks a victim refused to give up because they started (or
+        #: finished): not asked again while they stay where they are. (A task
+        #: refused while its inputs were in flight may be asked again.)
         self.refused: dict[TaskState, None] = {}
         self._next_id = 0
         self.n_requested = 0
@@ -183,7 +184,8 @@ class Stealing:
         victim, thief = steal.victim, steal.thief
         if not ev.stolen:
             self.n_refused += 1
-            self.refused[ts] = None
+            if ev.state != "waiting":
+                self.refused[ts] = None
             if thief is not None:
                 s.freed(thief)
             return

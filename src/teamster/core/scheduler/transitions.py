@@ -39,10 +39,11 @@ def _leave_dependencies(s: SchedulerState, ts: TaskState) -> None:
     """ts no longer needs its inputs: drop it from their waiters; free unneeded ones."""
     ts.waiting_on.clear()
     for dts in ts.dependencies:
-        if ts in dts.waiters:
-            del dts.waiters[ts]
-            if not s.is_needed(dts) and dts.state in ("memory", "waiting", "queued",
-                                                        "no-worker", "processing"):
+        waiters = dts.waiters
+        if ts in waiters:
+            del waiters[ts]
+            if not waiters and not dts.who_wants and dts.state in (
+                    "memory", "waiting", "queued", "no-worker", "processing"):
                 s.recommend(dts, "released")
 
 
@@ -69,17 +70,20 @@ def released_waiting(s: SchedulerState, ts: TaskState, stimulus_id: str) -> None
         s.recommend(ts, "erred")
         return
     ts.state = "waiting"
+    waiting_on = ts.waiting_on
     for dts in ts.dependencies:
         dts.waiters[ts] = None
-        if dts.state == "erred":
+        state = dts.state
+        if state == "memory":
+            continue
+        if state == "erred":
             ts.exception_blame = dts.exception_blame or dts
             s.recommend(ts, "erred")
             return
-        if dts.state != "memory":
-            ts.waiting_on[dts] = None
-            if dts.state == "released":
-                s.recommend(dts, "waiting")
-    if not ts.waiting_on:
+        waiting_on[dts] = None
+        if state == "released":
+            s.recommend(dts, "waiting")
+    if not waiting_on:
         s.recommend(ts, "processing")
 
 
@@ -291,7 +295,8 @@ def compute_message(s: SchedulerState, ts: TaskState, stimulus_id: str) -> Compu
     resources = (
         tuple(sorted(ts.resource_restrictions.items())) if ts.resource_restrictions else None
     )
-    return ComputeTask(ts.key, ts.run_spec, who_has, ts.priority, resources, stimulus_id)
+    return ComputeTask(ts.key, ts.run_spec, who_has, ts.priority, resources, ts.run_id,
+                       stimulus_id)
 
 
 TRANSITIONS: dict[tuple[str, str], Transition] = {

@@ -6,12 +6,11 @@ teamster.core.messages.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from teamster.core.messages import Key, Serialized
+from teamster.core.record import record
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ExecuteSuccess:
     key: Key
     nbytes: int
@@ -22,7 +21,7 @@ class ExecuteSuccess:
     stimulus_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ExecuteFailure:
     key: Key
     exception: Serialized | None
@@ -32,7 +31,7 @@ class ExecuteFailure:
     stimulus_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class GatherDepSuccess:
     """A peer answered: these keys arrived (with sizes), these it did not have."""
 
@@ -44,7 +43,7 @@ class GatherDepSuccess:
     stimulus_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class GatherDepFailure:
     """The peer could not be reached or the transfer broke."""
 
@@ -54,7 +53,7 @@ class GatherDepFailure:
     stimulus_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class DataPut:
     """A client scattered these values here (already in the shell's store)."""
 
@@ -62,7 +61,7 @@ class DataPut:
     stimulus_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PauseChanged:
     """The shell's memory monitor crossed the pause fraction (paused) or fell
     back below it (not paused)."""

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from teamster.core.messages import Key, Message, Serialized
+from teamster.core.record import record
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Execute:
     key: Key
     run_spec: Serialized | None
@@ -16,7 +15,7 @@ class Execute:
     stimulus_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class GatherDep:
     """Fetch these keys from one peer, in one request."""
 
@@ -26,7 +25,7 @@ class GatherDep:
     stimulus_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SendToScheduler:
     msg: Message
 
@@ -35,7 +34,7 @@ class SendToScheduler:
         return self.msg.stimulus_id
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class DeleteData:
     """Drop these values from the local store."""
 

@@ -51,7 +51,7 @@ class WorkerTask:
     __slots__ = (
         "key", "state", "run_spec", "priority", "resources", "dependencies", "dependents",
         "waiting_for_data", "who_has", "nbytes", "assigned", "scheduler_holds", "ready_seq",
-        "coming_from", "type_name", "replicate",
+        "coming_from", "type_name", "replicate", "run_id", "next_compute",
     )
 
     def __init__(self, key: m.Key) -> None:
@@ -79,6 +79,12 @@ class WorkerTask:
         #: The scheduler asked for a copy (AcquireReplicas): fetch and keep it
         #: even if no local task reads it. Cleared once it is here.
         self.replicate = False
+        #: The scheduler's id of the current assignment, echoed in every report on it.
+        self.run_id = -1
+        #: A ComputeTask for a *different* computation under this key that
+        #: arrived while the old one still runs cancelled (the key was
+        #: released and resubmitted): started once the thread is free.
+        self.next_compute: m.ComputeTask | None = None
 
     def __repr__(self) -> str:
         return f"<WorkerTask {self.key!r} {self.state}>"
@@ -262,7 +268,7 @@ class WorkerState:
             self._send(m.ReplicasNotAcquired(self.address, (ts.key,), self._stimulus))
         for dts in list(ts.dependents):
             if dts.state in ("waiting",):
-                self._send(m.RescheduleTask(self.address, dts.key, self._stimulus))
+                self._send(m.RescheduleTask(self.address, dts.key, dts.run_id, self._stimulus))
                 dts.assigned = False
                 self.transition(dts, "forgotten")
         self._release_if_unneeded(ts)
@@ -277,20 +283,30 @@ class WorkerState:
             ts.assigned = False
             ts.scheduler_holds = True
             self._send(m.TaskFinished(self.address, ts.key, ts.nbytes, ts.type_name, 0.0, 0.0,
-                                      e.stimulus_id))
+                                      e.run_id, e.stimulus_id))
             return
         if ts.state == "cancelled":
-            ts.assigned = True
-            self.transition(ts, "executing")
+            if e.run_spec == ts.run_spec:
+                # Resurrected: the run still going is this very computation;
+                # its result answers the new assignment.
+                ts.assigned = True
+                ts.run_id = e.run_id
+                ts.next_compute = None
+                self.transition(ts, "executing")
+            else:
+                ts.next_compute = e
             return
         if ts.assigned and ts.state in ("waiting", "ready", "executing"):
-            return  # a duplicate of what we are doing
+            ts.run_id = e.run_id  # a duplicate of what we are doing: answer the latest
+            return
         if ts.state == "fetch":
             self.transition(ts, "released")
         elif ts.state == "flight":
             ts.assigned = True  # the value is on its way; report it when it lands
+            ts.run_id = e.run_id
             return
         ts.assigned = True
+        ts.run_id = e.run_id
         ts.run_spec = e.run_spec
         ts.priority = e.priority
         ts.resources = dict(e.resources) if e.resources else {}
@@ -360,6 +376,7 @@ class WorkerState:
             ts.scheduler_holds = False
             ts.assigned = False
             ts.replicate = False
+            ts.next_compute = None
             if ts.state == "executing":
                 self.transition(ts, "cancelled")
             elif ts.state in ("waiting", "ready", "error"):
@@ -392,6 +409,12 @@ class WorkerState:
         if ts is None or ts.state not in ("executing", "cancelled"):
             return
         self._finish_execution(ts)
+        if ts.next_compute is not None:
+            # The result of the old computation under this key: not wanted
+            # (the shell stored it; drop it), and the new one can start now.
+            self.out.append(DeleteData((ts.key,), e.stimulus_id))
+            self._start_next_compute(ts)
+            return
         if ts.state == "cancelled":
             # The shell stored it. Keep it only while a local task reads it (a
             # dependent placed here meanwhile); otherwise forgetting deletes it.
@@ -406,19 +429,22 @@ class WorkerState:
         ts.scheduler_holds = True
         self.transition(ts, "memory")
         self._send(m.TaskFinished(self.address, ts.key, e.nbytes, e.type_name, e.duration,
-                                  e.stop, e.stimulus_id))
+                                  e.stop, ts.run_id, e.stimulus_id))
 
     def _execute_failure(self, e: ev.ExecuteFailure) -> None:
         ts = self.tasks.get(e.key)
         if ts is None or ts.state not in ("executing", "cancelled"):
             return
         self._finish_execution(ts)
+        if ts.next_compute is not None:
+            self._start_next_compute(ts)
+            return
         if ts.state == "cancelled":
             self.transition(ts, "forgotten")
             return
         self.transition(ts, "error")
         self._send(m.TaskErred(self.address, ts.key, e.exception, e.traceback,
-                               e.exception_text, e.duration, e.stimulus_id))
+                               e.exception_text, e.duration, ts.run_id, e.stimulus_id))
         # The scheduler keeps the error; a retry arrives as a new ComputeTask.
         self.transition(ts, "forgotten")
 
@@ -426,6 +452,14 @@ class WorkerState:
         del self.executing[ts]
         for r, q in ts.resources.items():
             self.available_resources[r] = self.available_resources.get(r, 0) + q
+
+    def _start_next_compute(self, ts: WorkerTask) -> None:
+        """The cancelled old run of ``ts`` ended: forget it, start the queued new one."""
+        pending = ts.next_compute
+        assert pending is not None and ts.state == "cancelled"
+        ts.next_compute = None
+        self.transition(ts, "forgotten")
+        self._compute_task(pending)
 
     def _gather_success(self, e: ev.GatherDepSuccess) -> None:
         requested = self.in_flight.pop(e.worker, ())
@@ -456,7 +490,7 @@ class WorkerState:
             if ts.assigned:
                 ts.assigned = False
                 self._send(m.TaskFinished(self.address, key, nbytes, ts.type_name, 0.0, 0.0,
-                                          e.stimulus_id))
+                                          ts.run_id, e.stimulus_id))
         if arrived:
             self._send(m.AddKeys(self.address, tuple(arrived), e.worker, arrived_bytes,
                                  e.seconds, e.stimulus_id))
@@ -485,7 +519,7 @@ class WorkerState:
             # its way (see _compute_task); without its run_spec, hand it back.
             # (Keeping it "assigned" while giving up on it left it stuck.)
             ts.assigned = False
-            self._send(m.RescheduleTask(self.address, ts.key, self._stimulus))
+            self._send(m.RescheduleTask(self.address, ts.key, ts.run_id, self._stimulus))
         if not self._needed(ts):
             self.transition(ts, "forgotten")
         elif ts.who_has:
@@ -693,7 +727,7 @@ def _forget(w: WorkerState, ts: WorkerTask) -> None:
             del dts.waiting_for_data[ts]
             if dts.state == "waiting":
                 dts.assigned = False
-                w._send(m.RescheduleTask(w.address, dts.key, w._stimulus))
+                w._send(m.RescheduleTask(w.address, dts.key, dts.run_id, w._stimulus))
                 w.transition(dts, "forgotten")
     ts.dependencies.clear()
     ts.dependents.clear()

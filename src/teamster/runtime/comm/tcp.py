@@ -75,8 +75,35 @@ def parse_host_port(location: str, scheme: str = "tcp") -> tuple[str, int]:
 
 
 def format_address(sockname: Any, scheme: str = "tcp") -> str:
+    if not sockname:
+        # The peer reset the connection before it was set up (a worker killed
+        # mid-connect); the comm fails on first use, which callers handle.
+        return f"{scheme}://<disconnected>"
     host, port = sockname[0], sockname[1]
     return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+#: A peer that stops acknowledging (host gone, network partitioned) is
+#: declared dead after this many seconds: probes start after KEEPALIVE_IDLE
+#: seconds of silence. Without it a request to a partitioned peer waits for
+#: its reply forever (the kernel's defaults give up after about two hours).
+USER_TIMEOUT = 30.0
+KEEPALIVE_IDLE = 10
+KEEPALIVE_INTERVAL = 2
+KEEPALIVE_COUNT = 5
+
+
+def _detect_dead_peers(sock: socket.socket) -> None:
+    options = [("TCP_KEEPIDLE", KEEPALIVE_IDLE), ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
+               ("TCP_KEEPCNT", KEEPALIVE_COUNT), ("TCP_USER_TIMEOUT", int(USER_TIMEOUT * 1000))]
+    for name, value in options:
+        opt = getattr(socket, name, None)
+        if opt is None:  # pragma: no cover - not Linux
+            continue
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, opt, value)
+        except OSError:  # pragma: no cover - platform specific
+            pass
 
 
 class TCPComm(Comm, asyncio.BufferedProtocol):
@@ -123,6 +150,7 @@ class TCPComm(Comm, asyncio.BufferedProtocol):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
             except OSError:  # pragma: no cover - platform specific
                 pass
+            _detect_dead_peers(sock)
         self.peer_address = format_address(transport.get_extra_info("peername"), self.scheme)
         self.local_address = format_address(transport.get_extra_info("sockname"), self.scheme)
         if self._reader.halted or self._inbox.full():
@@ -288,7 +316,8 @@ class TCPComm(Comm, asyncio.BufferedProtocol):
 async def connect(address: str, *, handshake: dict[str, Any], timeout: float = 10.0,
                   max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
                   security: Security | None = None,
-                  ssl_context: ssl.SSLContext | None = None) -> TCPComm:
+                  ssl_context: ssl.SSLContext | None = None,
+                  retry_refused: bool = True) -> TCPComm:
     """Connect to "tcp://host:port" (or, with ``ssl_context``, "tls://...") and
     run the handshake with ``security``'s token.
 
@@ -296,7 +325,10 @@ async def connect(address: str, *, handshake: dict[str, Any], timeout: float = 1
     a worker may start before its scheduler. Raises ``ConnectTimeoutError`` if
     no connection and handshake completed within ``timeout`` seconds, and
     ``HandshakeError`` or ``AuthenticationError`` (not retried) if the peer is
-    incompatible, refuses us, or fails the TLS handshake.
+    incompatible, refuses us, or fails the TLS handshake. With
+    ``retry_refused=False`` a refused connection raises at once: for peers
+    known to have been listening (a worker holding data), refusal means the
+    process is gone, and waiting out the timeout only delays the recovery.
     """
     scheme, location = parse_address(address)
     host, port = parse_host_port(location, scheme)
@@ -337,6 +369,8 @@ async def connect(address: str, *, handshake: dict[str, Any], timeout: float = 1
                     f"TLS handshake with {address} failed: {e}. Check that the peer listens "
                     "with TLS (it prints a tls:// address) and that both certificates are "
                     "signed by the CA given as tls_ca") from None
+            if not retry_refused and isinstance(e, ConnectionRefusedError):
+                raise
             last_error = e
             delay = min(backoff * (0.5 + random.random()), deadline - loop.time())
             backoff = min(backoff * 2, 1.0)

@@ -122,12 +122,12 @@ def test_queued_tasks_are_taken_back_and_placed_elsewhere_running_ones_finish() 
     assert states(s, "slow-4") == {"slow-4": "queued"}
     assert s.handle(answer(A, "slow-2", 1, False, state="executing", sid="refused")) == []
     # The running task finishes on A; its result is unique there and moves to B.
-    assert s.handle(finished(A, "slow-2", nbytes=100, duration=0.1, sid="f2")) == [
+    assert s.handle(finished(s, A, "slow-2", nbytes=100, duration=0.1, sid="f2")) == [
         in_memory("c", "slow-2", (A,), "f2", nbytes=100),
         acquire(B, "f2", ("slow-2", (A,), 100)),
     ]
     # B finishing slow-1 takes slow-4 from the queue; A gets nothing new.
-    out = s.handle(finished(B, "slow-1", duration=0.1, sid="f1"))
+    out = s.handle(finished(s, B, "slow-1", duration=0.1, sid="f1"))
     assert compute(B, "slow-4", s.tasks["slow-4"].priority, "f1") in out
     assert all(not (isinstance(i, SendToWorker) and i.worker == A) for i in out)
     assert s.handle(add_keys(B, A, "slow-0", sid="got-0")) == []  # slow-2 is still unique
@@ -302,7 +302,7 @@ def test_no_message_follows_a_worker_closed_by_the_same_event() -> None:
     assert s.tasks["t"].processing_on is s.workers[A]
     s.handle(retire(A))
     s.handle(m.ReleaseKeys("c", ("t",), "release"))
-    assert s.handle(finished(A, "t", sid="late")) == [
+    assert s.handle(finished(s, A, "t", sid="late")) == [
         CloseWorker(A, "retired", "late"),
         RetirementDone("r1", ((A, info(A)),), (), "late"),
     ]

@@ -184,8 +184,16 @@ class SchedulerServer:
                 if stream is not None:
                     log = logger.info if instr.reason == "retired" else logger.warning
                     log("Closing worker %s: %s", instr.worker, instr.reason)
-                    self._spawn(self._close_worker_stream(*stream, instr.reason,
-                                                          instr.stimulus_id))
+                    if instr.reason == "missed heartbeats":
+                        # Written off, not dismissed: if it is alive after
+                        # all (a long pause, a healed partition) it starts
+                        # over and registers again (worker_server.py).
+                        comm, bsend = stream
+                        bsend.abort()
+                        comm.abort()
+                    else:
+                        self._spawn(self._close_worker_stream(*stream, instr.reason,
+                                                              instr.stimulus_id))
             elif isinstance(instr, RetirementDone):
                 fut = self._retirements.pop(instr.request_id, None)
                 if fut is not None and not fut.done():

@@ -13,7 +13,7 @@ class Tick:
     stimulus_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RetireWorkers:
     """A client asked these workers (addresses or names) to leave gracefully.
 

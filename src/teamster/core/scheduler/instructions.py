@@ -37,7 +37,7 @@ class CloseWorker:
     stimulus_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RetirementDone:
     """Every worker of a ``RetireWorkers`` request is retired or refused: the
     shell answers the request with this."""

@@ -20,6 +20,7 @@ to the test's addresses can leave the machine by the default route.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -150,7 +151,9 @@ def test_partitioned_worker_is_declared_lost_and_the_work_completes_elsewhere(tm
         pytest.skip(reason)
     net = Network()
     procs: list[subprocess.Popen[bytes]] = []
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+    # Off loopback every process must share a token (teamster refuses to
+    # listen unauthenticated there); the environment hands it to all of them.
+    env = dict(os.environ, TEAMSTER_TOKEN=secrets.token_urlsafe(32), PYTHONPATH=os.pathsep.join(
         [str(SRC), *([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])]))
 
     def run_in(ns: str, *argv: str, stdin: int | None = None) -> subprocess.Popen[bytes]:

@@ -49,7 +49,7 @@ REPO_ROOT = HERE.parent
 sys.path.insert(0, str(REPO_ROOT / "src"))  # teamster, if not installed in this python
 sys.path.insert(0, str(HERE))
 
-from throughput import check_dask_python, default_dask_python  # noqa: E402
+from throughput import default_dask_python, sides_to_run  # noqa: E402
 
 from teamster.sim.balance_workloads import REAL_WORKERS, balance_tasks  # noqa: E402
 from teamster.sim.workload import WorkerSpec, Workload  # noqa: E402
@@ -213,17 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--repeat must be at least 1")
 
     dask_python = args.dask_python or default_dask_python()
-    sides: list[str] = []
-    notes: list[str] = []
-    if args.only != "dask":
-        sides.append("teamster")
-    if args.only != "teamster":
-        problem = check_dask_python(dask_python)
-        if problem is None:
-            sides.append("dask")
-        else:
-            notes.append(problem)
-            print(problem, file=sys.stderr)
+    sides, notes = sides_to_run(args.only, dask_python)
 
     pythons = {"teamster": args.teamster_python, "dask": str(dask_python)}
     apis = {"teamster": "teamster", "dask": "distributed"}

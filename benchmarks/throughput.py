@@ -60,6 +60,22 @@ def default_dask_python() -> Path:
     return FALLBACK_DASK_PYTHON
 
 
+def sides_to_run(only: str | None, dask_python: Path) -> tuple[list[str], list[str]]:
+    """The sides a benchmark runs ("teamster", "dask"), and why one was skipped."""
+    sides: list[str] = []
+    notes: list[str] = []
+    if only != "dask":
+        sides.append("teamster")
+    if only != "teamster":
+        problem = check_dask_python(dask_python)
+        if problem is None:
+            sides.append("dask")
+        else:
+            notes.append(problem)
+            print(problem, file=sys.stderr)
+    return sides, notes
+
+
 def check_dask_python(python: Path) -> str | None:
     """None if ``python`` can import distributed, else a message saying how to fix it."""
     if not python.exists():
@@ -163,17 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     dask_python = args.dask_python or default_dask_python()
-    sides: list[str] = []
-    notes: list[str] = []
-    if args.only != "dask":
-        sides.append("teamster")
-    if args.only != "teamster":
-        problem = check_dask_python(dask_python)
-        if problem is None:
-            sides.append("dask")
-        else:
-            notes.append(problem)
-            print(problem, file=sys.stderr)
+    sides, notes = sides_to_run(args.only, dask_python)
 
     pythons = {"teamster": args.teamster_python, "dask": str(dask_python)}
     apis = {"teamster": "teamster", "dask": "distributed"}

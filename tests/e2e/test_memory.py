@@ -11,29 +11,18 @@ from __future__ import annotations
 import operator
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from waiting import wait_for
 
 from teamster import Client, LocalCluster
 from teamster.cluster.local import _read_address, _terminate
 
 pytestmark = pytest.mark.timeout(180)
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def worker_info(client: Client, name: str) -> dict[str, Any]:
@@ -81,22 +70,6 @@ def start_worker(scheduler: str) -> Iterator[Callable[..., subprocess.Popen[byte
         with Client(scheduler, timeout=30) as client:
             wait_for(lambda: not client.scheduler_info()["workers"],
                      "the scheduler to drop this test's workers")
-
-
-@pytest.fixture
-def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs: a real full disk (ENOSPC) for a worker's spill files."""
-    mount_point = tmp_path / "tiny"
-    mount_point.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", str(mount_point)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a 1 MiB tmpfs here (needs root and CAP_SYS_ADMIN): "
-                    f"{done.stderr.strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 # -------------------------------------------------------------------- tests

@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from file_counters import count_calls
+from waiting import wait_for
 
 from teamster import Client, LocalCluster, wait
 
@@ -23,17 +24,6 @@ pytestmark = pytest.mark.timeout(120)
 
 HERE = Path(__file__).resolve().parent
 N = 50
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture

@@ -38,22 +38,6 @@ def store(tmp_path: Path) -> Iterator[SpillStore]:
         s.close()
 
 
-@pytest.fixture
-def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs: a real full disk (ENOSPC) for the spill files."""
-    mount_point = tmp_path / "tiny"
-    mount_point.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", str(mount_point)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a 1 MiB tmpfs here (needs root and CAP_SYS_ADMIN): "
-                    f"{done.stderr.strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
-
-
 def test_least_recently_used_values_go_to_disk_first(store: SpillStore) -> None:
     for key in ("a", "b", "c"):
         store.put(key, key * 10, nbytes=100)

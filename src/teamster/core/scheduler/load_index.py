@@ -11,7 +11,6 @@ precise as the duration estimates behind the loads.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from itertools import islice
 
 from teamster.core.scheduler.entities import WorkerInfo
@@ -91,14 +90,21 @@ class LoadIndex:
                 break
         return out
 
-    def highest(self) -> Iterator[WorkerInfo]:
-        """Workers from the most loaded bucket down (lazily: callers stop early)."""
+    def highest(self, k: int) -> list[WorkerInfo]:
+        """Up to k workers, from the most loaded bucket down.
+
+        A list, not a view: the caller changes loads (and so buckets) while
+        it goes through them. O(buckets + k), whatever the number of workers.
+        """
+        out: list[WorkerInfo] = []
         if not self.where:
-            return
+            return out
         for bucket in reversed(self.buckets):
             if bucket:
-                # A snapshot of a bounded prefix: the caller may change loads.
-                yield from list(islice(bucket, 64))
+                out.extend(islice(bucket, k - len(out)))
+                if len(out) >= k:
+                    break
+        return out
 
     def validate(self) -> None:
         n = 0

@@ -231,7 +231,9 @@ class Placement:
         wait in the scheduler's queue (late binding).
         """
         state = self.state
-        valid = self.valid_workers(ts)
+        # (Most tasks have no restrictions: skip the call for them.)
+        valid = (None if ts.worker_restrictions is None and ts.resource_restrictions is None
+                 else self.valid_workers(ts))
         candidates: list[WorkerInfo]
         if valid is not None:
             candidates = list(valid)

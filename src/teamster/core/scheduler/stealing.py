@@ -80,7 +80,7 @@ class Stealing:
         refused = self.refused
         overhead = 3 * placement.latency  # request, response, then the new assignment
         sent = 0
-        for victim in islice(s.victims.highest(), MAX_VICTIMS):
+        for victim in s.victims.highest(MAX_VICTIMS):
             if victim is thief:
                 continue
             spare = len(victim.processing) - victim.nthreads - victim.n_outgoing

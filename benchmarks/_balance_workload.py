@@ -33,13 +33,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import platform
 import sys
 import threading
 import time
 from typing import Any
+
+# (Run as a script from benchmarks/, like _workload.py: the same API switch.)
+from _workload import _import_api
 
 #: Results are numbers mod this prime (small outputs, and wrong ones show).
 MODULUS = 1_000_003
@@ -74,21 +76,6 @@ def make_input(nbytes: int, j: int) -> Any:
 
 def inc(x: int) -> int:
     return x + 1
-
-
-def _import_api(api: str):
-    if api == "teamster":
-        from teamster import Client, LocalCluster, wait
-
-        extra: dict = {}
-    elif api == "distributed":
-        from distributed import Client, LocalCluster, wait
-
-        # No dashboard (needs bokeh, binds a port) and no INFO logging.
-        extra = {"dashboard_address": None, "silence_logs": logging.ERROR}
-    else:
-        raise SystemExit(f"unknown --api {api!r}")
-    return Client, LocalCluster, wait, extra
 
 
 # ------------------------------------------------------------------ counters

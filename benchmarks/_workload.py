@@ -44,17 +44,17 @@ def add(x, y):
 
 def _import_api(api: str):
     if api == "teamster":
-        from teamster import Client, LocalCluster
+        from teamster import Client, LocalCluster, wait
 
         extra: dict = {}
     elif api == "distributed":
-        from distributed import Client, LocalCluster
+        from distributed import Client, LocalCluster, wait
 
         # No dashboard (needs bokeh, binds a port) and no INFO logging.
         extra = {"dashboard_address": None, "silence_logs": logging.ERROR}
     else:
         raise SystemExit(f"unknown --api {api!r}")
-    return Client, LocalCluster, extra
+    return Client, LocalCluster, wait, extra
 
 
 def run_map(client, n: int, offset: int) -> float:
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    Client, LocalCluster, extra = _import_api(args.api)
+    Client, LocalCluster, _, extra = _import_api(args.api)
     if args.api == "teamster" and "distributed" in sys.modules:
         raise SystemExit("teamster imported distributed")
 

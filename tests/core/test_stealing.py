@@ -218,3 +218,26 @@ def test_a_large_input_read_by_many_is_copied_once_at_a_time_per_holder() -> Non
     assert s.handle(m.AddKeys(C, ("big",), A, 50_000_000, 0.05, "copied")) == []
     assert set(s.tasks["big"].who_has) == {s.workers[A], s.workers[C]}
     assert set(s.tasks["big"].fetching) == {s.workers[B]}
+
+
+def test_a_freed_holder_takes_the_next_reader_of_its_own_large_input_first() -> None:
+    """x (50 MB) on A, y on B, readers of both alternating in the queue.
+
+    When A finishes a reader of x, the head of the queue reads y; A takes the
+    next reader of x instead, so neither input is copied."""
+    s = scheduler(register_worker(A), register_worker(B))
+    s.handle(m.ScatteredData("c", (("x", (A,), 50_000_000), ("y", (B,), 50_000_000)), "sc"))
+    s.handle(graph("c", spec("read-0", "x"), spec("read-1", "y"),
+                   wanted=("read-0", "read-1"), sid="g0"))
+    s.handle(finished(s, A, "read-0", duration=0.2, sid="f0"))
+    s.handle(finished(s, B, "read-1", duration=0.2, sid="f1"))
+    keys = tuple(f"read-{i}" for i in range(2, 10))
+    s.handle(graph("c", *[spec(k, "y" if i % 2 == 0 else "x", priority=(0, i))
+                          for i, k in enumerate(keys, start=2)], wanted=keys, sid="g1"))
+    assert [t.key for t in s.workers[A].processing] == ["read-3", "read-5"]
+    assert states(s, "read-6", "read-7") == {"read-6": "queued", "read-7": "queued"}
+    assert s.handle(finished(s, A, "read-3", duration=0.2, sid="fa")) == [
+        in_memory("c", "read-3", (A,), "fa"),
+        compute(A, "read-7", (0, 2, 7), "fa", who_has=(("x", (A,), 50_000_000),)),
+    ]
+    assert s.tasks["x"].fetching is None and s.tasks["y"].fetching is None

@@ -71,6 +71,7 @@ class TaskState:
         "suspicious",
         "queue_seq",
         "fetching",
+        "queued_readers",
         "critical_path",
         "computation",
         "run_id",
@@ -115,6 +116,9 @@ class TaskState:
         #: Workers assigned a task that reads this (large) result and not yet
         #: holding it: transfers of it under way. None until there is one.
         self.fetching: dict[WorkerInfo, None] | None = None
+        #: Queued tasks reading this (large) result, in queue order: a worker
+        #: holding it takes these first when it frees up. None until there is one.
+        self.queued_readers: dict[TaskState, None] | None = None
         #: Longest chain of measured durations ending here, within ``computation``.
         self.critical_path = 0.0
         #: The computation (balance report) it last finished in.

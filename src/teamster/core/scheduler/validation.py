@@ -72,6 +72,13 @@ def validate_task(s: SchedulerState, ts: TaskState) -> None:
         for dts in ts.dependencies:
             if dts.state != "memory":
                 _fail(s, ts, f"ready/processing but dependency {dts.key!r} is {dts.state}")
+    for rts in ts.queued_readers or ():
+        if rts.state != "queued" or ts not in rts.dependencies:
+            _fail(s, ts, f"queued reader {rts.key!r} is {rts.state}, not a queued dependent")
+    if ts.state == "queued":
+        for dts in ts.dependencies:
+            if dts.nbytes >= LARGE_TRANSFER and ts not in (dts.queued_readers or ()):
+                _fail(s, ts, f"queued, but missing from the queued readers of {dts.key!r}")
     if (ts.state == "queued") != (ts.queue_seq != -1):
         _fail(s, ts, "queued iff it has a live queue entry")
     if (ts.state == "no-worker") != (ts in s.unrunnable):

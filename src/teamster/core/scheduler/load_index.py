@@ -1,7 +1,6 @@
 """Workers ordered by load, kept up to date in constant time per change.
 
-Placement wants the few least-loaded idle workers; stealing wants the most
-backlogged ones. A heap or sorted list would cost O(log W) per change and
+Stealing wants the most backlogged workers first. A heap or sorted list would cost O(log W) per change and
 changes happen twice per task (assign, finish). Instead workers sit in
 buckets by the power of two of their load (seconds of expected work per
 thread): moving between buckets is O(1), and the order between buckets is
@@ -20,13 +19,6 @@ RESOLUTION = 0.001
 #: Bucket b >= 1 holds loads in [RESOLUTION * 2**(b-1), RESOLUTION * 2**b);
 #: the top bucket takes everything above (about 12 days at this resolution).
 N_BUCKETS = 40
-
-
-def bucket_of(load: float) -> int:
-    if load < RESOLUTION:
-        return 0
-    b = int(load / RESOLUTION).bit_length()
-    return b if b < N_BUCKETS else N_BUCKETS - 1
 
 
 class LoadIndex:
@@ -68,27 +60,6 @@ class LoadIndex:
         old = self.where.pop(ws, None)
         if old is not None:
             del self.buckets[old[0]][ws]
-
-    def lowest(self, k: int) -> list[WorkerInfo]:
-        """Up to k workers from the least-loaded buckets.
-
-        Those taken move to the back of their bucket, so equally loaded
-        workers take turns (new work spreads instead of piling on one).
-        """
-        out: list[WorkerInfo] = []
-        if not self.where:
-            return out
-        for bucket in self.buckets:
-            if not bucket:
-                continue
-            taken = list(islice(bucket, k - len(out)))
-            for ws in taken:
-                del bucket[ws]
-                bucket[ws] = None
-            out.extend(taken)
-            if len(out) >= k:
-                break
-        return out
 
     def highest(self, k: int) -> list[WorkerInfo]:
         """Up to k workers, from the most loaded bucket down.

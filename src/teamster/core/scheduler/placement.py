@@ -281,12 +281,7 @@ class Placement:
                             found += 1
                             if found == BUSY_HOLDERS:
                                 break
-        # Two idle workers from the front of the rotation, moved to its back
-        # (state.rotate_idle, inlined: this runs for every task).
-        for _ in range(IDLE_CANDIDATES if len(idle) >= IDLE_CANDIDATES else len(idle)):
-            ws = next(iter(idle))
-            del idle[ws]
-            idle[ws] = None
+        for ws in state.rotate_idle(IDLE_CANDIDATES):
             cand[ws] = None
         filling = self.filling
         if filling is not None and filling in idle:

@@ -10,7 +10,7 @@ Nothing here performs I/O or reads a clock: time arrives in events.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from teamster.core import messages as m
@@ -295,14 +295,19 @@ class SchedulerState:
     def log_entry(self, key: m.Key, start: str, finish: str, stimulus_id: str) -> None:
         self._log_entry((key, start, finish, stimulus_id))
 
-    def rotate_idle(self, k: int) -> Iterator[WorkerInfo]:
-        """Up to k idle workers from the front, moved to the back: spreads new work."""
+    def rotate_idle(self, k: int) -> list[WorkerInfo]:
+        """Up to k idle workers from the front, moved to the back: spreads new work.
+
+        (A list, not a generator: placement calls this for every task.)
+        """
         idle = self.idle
+        taken = []
         for _ in range(min(k, len(idle))):
             ws = next(iter(idle))
             del idle[ws]
             idle[ws] = None
-            yield ws
+            taken.append(ws)
+        return taken
 
     def assign(self, ts: TaskState, ws: WorkerInfo, stimulus_id: str) -> None:
         duration = self.placement.estimate_duration(ts)

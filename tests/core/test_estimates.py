@@ -116,5 +116,5 @@ def test_compute_task_names_a_replica_holder_after_placement() -> None:
     s = scheduler(register_worker(A), register_worker(B))
     s.handle(m.ScatteredData("c", (("x", (A,), 8),), "sc"))
     assert s.handle(graph("c", spec("f", "x"), wanted=("f",), sid="g")) == [
-        compute(A, "f", (0, 1), "g", who_has=(("x", (A,), 8),)),
+        compute(A, "f", (0, 1, 0), "g", who_has=(("x", (A,), 8),)),
     ]

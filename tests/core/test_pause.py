@@ -44,7 +44,7 @@ def test_paused_worker_gets_no_task_and_gets_the_queued_one_on_resume() -> None:
     assert s.tasks == {} and A not in {ws.address for ws in s.idle}
     assert s.handle(graph("c", spec("x"), sid="g1")) == []
     assert states(s, "x") == {"x": "queued"}
-    assert s.handle(running(A, "r")) == [compute(A, "x", (0, 1), "r")]
+    assert s.handle(running(A, "r")) == [compute(A, "x", (0, 1, 0), "r")]
     assert states(s, "x") == {"x": "processing"}
 
 
@@ -53,22 +53,22 @@ def test_work_goes_to_the_running_worker_while_the_other_is_paused() -> None:
     s.handle(paused(A, "p"))
     # Unknown prefix: one task per thread, so y waits for a free thread.
     assert s.handle(graph("c", spec("x"), spec("y"), sid="g1")) == [
-        compute(B, "x", (0, 1), "g1"),
+        compute(B, "x", (0, 1, 0), "g1"),
     ]
     assert states(s, "y") == {"y": "queued"}
-    assert s.handle(running(A, "r")) == [compute(A, "y", (0, 1), "r")]
+    assert s.handle(running(A, "r")) == [compute(A, "y", (0, 1, 0), "r")]
 
 
 def test_tasks_running_on_a_paused_worker_finish_but_free_slots_stay_empty() -> None:
     s = scheduler(register_worker(A))
     assert s.handle(graph("c", spec("x"), spec("y"), sid="g1")) == [
-        compute(A, "x", (0, 1), "g1"),
+        compute(A, "x", (0, 1, 0), "g1"),
     ]
     s.handle(paused(A, "p"))
     # x's result is accepted; its thread frees up, but y stays queued.
     assert s.handle(finished(s, A, "x", sid="f-x")) == [in_memory("c", "x", (A,), "f-x")]
     assert states(s, "x", "y") == {"x": "memory", "y": "queued"}
-    assert s.handle(running(A, "r")) == [compute(A, "y", (0, 1), "r")]
+    assert s.handle(running(A, "r")) == [compute(A, "y", (0, 1, 0), "r")]
 
 
 def test_restricted_task_waits_in_no_worker_while_its_worker_is_paused() -> None:
@@ -76,7 +76,7 @@ def test_restricted_task_waits_in_no_worker_while_its_worker_is_paused() -> None
     s.handle(paused(B, "p"))
     assert s.handle(graph("c", spec("x", workers=(B,)), sid="g1")) == []
     assert states(s, "x") == {"x": "no-worker"}
-    assert s.handle(running(B, "r")) == [compute(B, "x", (0, 1), "r")]
+    assert s.handle(running(B, "r")) == [compute(B, "x", (0, 1, 0), "r")]
     assert not s.unrunnable
 
 

@@ -47,7 +47,7 @@ from .builders import (
 
 def test_single_task_is_assigned_and_reported_to_the_client() -> None:
     s = scheduler(register_worker(A))
-    assert s.handle(graph("c", spec("x"), sid="g1")) == [compute(A, "x", (0, 1), "g1")]
+    assert s.handle(graph("c", spec("x"), sid="g1")) == [compute(A, "x", (0, 1, 0), "g1")]
     assert s.handle(finished(s, A, "x", nbytes=100, type_name="float", sid="f1")) == [
         in_memory("c", "x", (A,), "f1", nbytes=100, type_name="float"),
     ]
@@ -58,10 +58,10 @@ def test_single_task_is_assigned_and_reported_to_the_client() -> None:
 def test_chain_dependent_is_assigned_only_after_its_input_with_who_has() -> None:
     s = scheduler(register_worker(A))
     out = s.handle(graph("c", spec("x"), spec("y", "x"), wanted=("y",), sid="g1"))
-    assert out == [compute(A, "x", (0, 1), "g1")]
+    assert out == [compute(A, "x", (0, 1, 0), "g1")]
     assert states(s, "x", "y") == {"x": "processing", "y": "waiting"}
     out = s.handle(finished(s, A, "x", nbytes=123, sid="f-x"))
-    assert out == [compute(A, "y", (0, 1), "f-x", who_has=(("x", (A,), 123),))]
+    assert out == [compute(A, "y", (0, 1, 0), "f-x", who_has=(("x", (A,), 123),))]
     # y finished: the client hears about y, and x (wanted by nobody now) is freed.
     assert s.handle(finished(s, A, "y", sid="f-y")) == [
         in_memory("c", "y", (A,), "f-y"),
@@ -75,12 +75,12 @@ def test_intermediate_is_freed_only_when_its_last_dependent_finished() -> None:
     s = scheduler(register_worker(A, nthreads=2))
     out = s.handle(graph("c", spec("x"), spec("y", "x"), spec("z", "x"), wanted=("y", "z"),
                          sid="g1"))
-    assert out == [compute(A, "x", (0, 1), "g1")]
+    assert out == [compute(A, "x", (0, 1, 0), "g1")]
     out = s.handle(finished(s, A, "x", sid="f-x"))
     who_has = (("x", (A,), 8),)
     assert out == [
-        compute(A, "y", (0, 1), "f-x", who_has=who_has),
-        compute(A, "z", (0, 1), "f-x", who_has=who_has),
+        compute(A, "y", (0, 1, 0), "f-x", who_has=who_has),
+        compute(A, "z", (0, 1, 0), "f-x", who_has=who_has),
     ]
     assert s.handle(finished(s, A, "y", sid="f-y")) == [in_memory("c", "y", (A,), "f-y")]
     assert states(s, "x") == {"x": "memory"}  # z still reads it
@@ -112,7 +112,7 @@ def test_key_already_in_memory_is_reported_at_once_to_a_new_client() -> None:
 
 def test_two_clients_wanting_one_key_both_hear_once() -> None:
     s = scheduler(register_worker(A), clients=("c", "d"))
-    assert s.handle(graph("c", spec("x"), sid="g1")) == [compute(A, "x", (0, 1), "g1")]
+    assert s.handle(graph("c", spec("x"), sid="g1")) == [compute(A, "x", (0, 1, 0), "g1")]
     assert s.handle(graph("d", spec("x"), sid="g2")) == []
     assert s.handle(finished(s, A, "x", sid="f")) == [
         in_memory("c", "x", (A,), "f"),
@@ -171,17 +171,17 @@ def test_occupancy_tracks_estimates_and_queue_drains_to_a_new_worker() -> None:
 def test_earlier_submitted_graph_runs_first() -> None:
     s = scheduler(register_worker(A))
     assert s.handle(graph("c", spec("a-0"), spec("a-1"), sid="g1")) == [
-        compute(A, "a-0", (0, 1), "g1"),
+        compute(A, "a-0", (0, 1, 0), "g1"),
     ]
     assert s.handle(graph("c", spec("b-0"), sid="g2")) == []
     # Queue order: the rest of graph 1, then graph 2.
     assert s.handle(finished(s, A, "a-0", duration=5.0, sid="f1")) == [
         in_memory("c", "a-0", (A,), "f1"),
-        compute(A, "a-1", (0, 1), "f1"),
+        compute(A, "a-1", (0, 1, 0), "f1"),
     ]
     assert s.handle(finished(s, A, "a-1", duration=5.0, sid="f2")) == [
         in_memory("c", "a-1", (A,), "f2"),
-        compute(A, "b-0", (0, 2), "f2"),
+        compute(A, "b-0", (0, 2, 0), "f2"),
     ]
 
 
@@ -196,8 +196,8 @@ def test_higher_user_priority_runs_first_even_if_submitted_later() -> None:
         out = s.handle(finished(s, A, done, duration=5.0, sid=f"f-{done}"))
         order += [i.msg.key for i in out if isinstance(i.msg, m.ComputeTask)]
     assert order == ["high-0", "mid-0", "low-0", "low-1"]
-    assert s.tasks["high-0"].priority == (-10, 3)
-    assert s.tasks["low-1"].priority == (1, 2)
+    assert s.tasks["high-0"].priority == (-10, 3, 0)
+    assert s.tasks["low-1"].priority == (1, 2, 0)
 
 
 def test_fan_out_dependents_start_in_priority_order() -> None:
@@ -229,13 +229,13 @@ def test_worker_restriction_sends_task_only_to_that_worker() -> None:
     out = s.handle(graph("c", spec("x", workers=(B,)), spec("y", workers=(B,)), sid="g1"))
     # Restricted tasks bypass the shared queue: both go to B even though
     # B has a single thread and A is idle.
-    assert out == [compute(B, "x", (0, 1), "g1"), compute(B, "y", (0, 1), "g1")]
+    assert out == [compute(B, "x", (0, 1, 0), "g1"), compute(B, "y", (0, 1, 0), "g1")]
 
 
 def test_worker_restriction_by_name() -> None:
     s = scheduler(register_worker(A, name="alice"), register_worker(B, name="bob"))
     assert s.handle(graph("c", spec("x", workers=("bob",)), sid="g1")) == [
-        compute(B, "x", (0, 1), "g1"),
+        compute(B, "x", (0, 1, 0), "g1"),
     ]
 
 
@@ -244,7 +244,7 @@ def test_restriction_to_absent_worker_waits_in_no_worker_until_it_joins() -> Non
     assert s.handle(graph("c", spec("x", workers=(B,)), sid="g1")) == []
     assert states(s, "x") == {"x": "no-worker"}
     assert list(s.unrunnable) == [s.tasks["x"]]
-    assert s.handle(register_worker(B, sid="rb")) == [compute(B, "x", (0, 1), "rb")]
+    assert s.handle(register_worker(B, sid="rb")) == [compute(B, "x", (0, 1, 0), "rb")]
     assert states(s, "x") == {"x": "processing"}
     assert not s.unrunnable
 
@@ -253,16 +253,16 @@ def test_loose_restriction_prefers_the_named_worker_but_falls_back() -> None:
     s = scheduler(register_worker(A), register_worker(B))
     assert s.handle(
         graph("c", spec("x", workers=(B,), allow_other_workers=True), sid="g1")
-    ) == [compute(B, "x", (0, 1), "g1")]
+    ) == [compute(B, "x", (0, 1, 0), "g1")]
     assert s.handle(
         graph("c", spec("y", workers=(D,), allow_other_workers=True), sid="g2")
-    ) == [compute(A, "y", (0, 2), "g2")]
+    ) == [compute(A, "y", (0, 2, 0), "g2")]
 
 
 def test_resource_restriction_only_goes_to_a_worker_with_the_resource() -> None:
     s = scheduler(register_worker(A), register_worker(B, resources={"GPU": 2.0}))
     out = s.handle(graph("c", spec("x", resources={"GPU": 1}), sid="g1"))
-    assert out == [compute(B, "x", (0, 1), "g1", resources=(("GPU", 1),))]
+    assert out == [compute(B, "x", (0, 1, 0), "g1", resources=(("GPU", 1),))]
 
 
 def test_resource_restriction_without_such_worker_waits_for_one() -> None:
@@ -270,7 +270,7 @@ def test_resource_restriction_without_such_worker_waits_for_one() -> None:
     assert s.handle(graph("c", spec("x", resources={"GPU": 1}), sid="g1")) == []
     assert states(s, "x") == {"x": "no-worker"}
     assert s.handle(register_worker(B, resources={"GPU": 1.0}, sid="rb")) == [
-        compute(B, "x", (0, 1), "rb", resources=(("GPU", 1),)),
+        compute(B, "x", (0, 1, 0), "rb", resources=(("GPU", 1),)),
     ]
 
 
@@ -279,7 +279,7 @@ def test_restricted_task_whose_worker_leaves_goes_back_to_no_worker() -> None:
     s.handle(graph("c", spec("x", workers=(B,)), sid="g1"))
     assert s.handle(m.RemoveWorker(B, "lost", 1.0, "rm")) == []
     assert states(s, "x") == {"x": "no-worker"}
-    assert s.handle(register_worker(B, sid="rb2")) == [compute(B, "x", (0, 1), "rb2")]
+    assert s.handle(register_worker(B, sid="rb2")) == [compute(B, "x", (0, 1, 0), "rb2")]
 
 
 # ------------------------------------------------------------------ errors
@@ -322,12 +322,12 @@ def test_dependency_on_an_unknown_key_errs() -> None:
 def test_retries_resend_then_err() -> None:
     s = scheduler(register_worker(A))
     assert s.handle(graph("c", spec("x", retries=1), sid="g1")) == [
-        compute(A, "x", (0, 1), "g1"),
+        compute(A, "x", (0, 1, 0), "g1"),
     ]
     # First failure: the task is released (the worker is told to drop it) and sent again.
     assert s.handle(erred(s, A, "x", sid="e1")) == [
         free(A, "e1", "x"),
-        compute(A, "x", (0, 1), "e1"),
+        compute(A, "x", (0, 1, 0), "e1"),
     ]
     assert s.handle(erred(s, A, "x", sid="e2")) == [key_erred("c", "x", "e2")]
     assert states(s, "x") == {"x": "erred"}
@@ -355,9 +355,9 @@ def test_error_from_a_worker_not_running_the_task_is_ignored() -> None:
 
 def test_processing_tasks_of_a_lost_worker_go_to_another() -> None:
     s = scheduler(register_worker(A), register_worker(B))
-    assert s.handle(graph("c", spec("x"), sid="g1")) == [compute(A, "x", (0, 1), "g1")]
+    assert s.handle(graph("c", spec("x"), sid="g1")) == [compute(A, "x", (0, 1, 0), "g1")]
     assert s.handle(m.RemoveWorker(A, "connection closed", 5.0, "rm-a")) == [
-        compute(B, "x", (0, 1), "rm-a"),
+        compute(B, "x", (0, 1, 0), "rm-a"),
     ]
     assert s.tasks["x"].suspicious == 1
     assert s.handle(finished(s, B, "x", sid="f")) == [in_memory("c", "x", (B,), "f")]
@@ -382,7 +382,7 @@ def test_result_lost_with_its_worker_is_recomputed_if_still_wanted() -> None:
     s.handle(finished(s, A, "x", sid="fx"))
     s.handle(finished(s, B, "y", sid="fy"))
     # x's only copy was on A.
-    assert s.handle(m.RemoveWorker(A, "lost", 1.0, "rm")) == [compute(B, "x", (0, 1), "rm")]
+    assert s.handle(m.RemoveWorker(A, "lost", 1.0, "rm")) == [compute(B, "x", (0, 1, 0), "rm")]
     assert states(s, "x", "y") == {"x": "processing", "y": "memory"}
     assert s.handle(finished(s, B, "x", sid="fx2")) == [in_memory("c", "x", (B,), "fx2")]
 
@@ -397,9 +397,9 @@ def test_lost_intermediate_is_recomputed_for_its_waiting_dependent() -> None:
     # x's only copy dies with A; B is busy, so x waits in the queue.
     assert s.handle(m.RemoveWorker(A, "lost", 1.0, "rm")) == []
     assert states(s, "x", "w", "y") == {"x": "queued", "w": "processing", "y": "waiting"}
-    assert s.handle(finished(s, B, "w", sid="fw")) == [compute(B, "x", (0, 1), "fw")]
+    assert s.handle(finished(s, B, "w", sid="fw")) == [compute(B, "x", (0, 1, 0), "fw")]
     assert s.handle(finished(s, B, "x", sid="fx2")) == [
-        compute(B, "y", (0, 1), "fx2", who_has=(("x", (B,), 8), ("w", (B,), 8))),
+        compute(B, "y", (0, 1, 0), "fx2", who_has=(("x", (B,), 8), ("w", (B,), 8))),
     ]
 
 
@@ -414,10 +414,10 @@ def test_replicated_result_survives_the_loss_of_one_holder() -> None:
 
 def test_task_that_killed_three_workers_is_erred() -> None:
     s = scheduler(register_worker(A), register_worker(B), register_worker(C))
-    assert s.handle(graph("c", spec("x"), sid="g1")) == [compute(A, "x", (0, 1), "g1")]
+    assert s.handle(graph("c", spec("x"), sid="g1")) == [compute(A, "x", (0, 1, 0), "g1")]
     # Idle workers are used in rotation, so C is tried before B.
-    assert s.handle(m.RemoveWorker(A, "died", 1.0, "rm-a")) == [compute(C, "x", (0, 1), "rm-a")]
-    assert s.handle(m.RemoveWorker(C, "died", 2.0, "rm-c")) == [compute(B, "x", (0, 1), "rm-c")]
+    assert s.handle(m.RemoveWorker(A, "died", 1.0, "rm-a")) == [compute(C, "x", (0, 1, 0), "rm-a")]
+    assert s.handle(m.RemoveWorker(C, "died", 2.0, "rm-c")) == [compute(B, "x", (0, 1, 0), "rm-c")]
     assert s.tasks["x"].suspicious == 2
     text = (
         f"KilledWorker: 'x' was running on 3 workers that died (last {B}: segfault); "
@@ -443,13 +443,13 @@ def test_scattered_data_lost_with_its_worker_errs() -> None:
 
 def test_heartbeat_timeout_removes_a_silent_worker() -> None:
     s = scheduler(register_worker(A, now=0.0), register_worker(B, now=0.0), heartbeat_timeout=10.0)
-    assert s.handle(graph("c", spec("x"), now=1.0, sid="g1")) == [compute(A, "x", (0, 1), "g1")]
+    assert s.handle(graph("c", spec("x"), now=1.0, sid="g1")) == [compute(A, "x", (0, 1, 0), "g1")]
     assert s.handle(m.Heartbeat(B, 8.0, (("cpu", 0.5),), (), "hb")) == []
     assert s.handle(Tick(9.0, "tick-1")) == []  # nobody silent for 10 s yet
     # A last spoke at t=0, B at t=8: at t=15 only A is past the deadline.
     assert s.handle(Tick(15.0, "tick-2")) == [
         CloseWorker(A, "missed heartbeats", "tick-2"),
-        compute(B, "x", (0, 1), "tick-2"),
+        compute(B, "x", (0, 1, 0), "tick-2"),
     ]
     assert list(s.workers) == [B]
     assert s.workers[B].metrics == {"cpu": 0.5}
@@ -471,7 +471,7 @@ def test_reregistering_a_live_address_replaces_the_old_worker() -> None:
     s.handle(graph("c", spec("x"), sid="g1"))
     # The old incarnation's work is lost; the new one gets it again.
     assert s.handle(register_worker(A, nthreads=2, sid="again")) == [
-        compute(A, "x", (0, 1), "again"),
+        compute(A, "x", (0, 1, 0), "again"),
     ]
     assert s.workers[A].nthreads == 2
 
@@ -561,7 +561,7 @@ def test_cancel_leaves_keys_another_client_wants() -> None:
     assert s.handle(m.CancelKeys("c", ("x",), "cancel")) == [cancelled("c", "x", "cancel")]
     assert states(s, "x", "y") == {"x": "processing", "y": "waiting"}
     assert s.handle(finished(s, A, "x", sid="f")) == [
-        compute(A, "y", (0, 2), "f", who_has=(("x", (A,), 8),)),
+        compute(A, "y", (0, 2, 0), "f", who_has=(("x", (A,), 8),)),
     ]
 
 
@@ -575,7 +575,7 @@ def test_scattered_data_is_reported_and_used_by_a_dependent() -> None:
     ]
     out = s.handle(graph("c", spec("f", "data"), wanted=("f",), sid="g1"))
     # The holder of the input is the cheapest place to run.
-    assert out == [compute(B, "f", (0, 1), "g1", who_has=(("data", (B,), 1000),))]
+    assert out == [compute(B, "f", (0, 1, 0), "g1", who_has=(("data", (B,), 1000),))]
     assert s.handle(finished(s, B, "f", sid="ff")) == [in_memory("c", "f", (B,), "ff")]
     # The client still holds "data": it stays.
     assert states(s, "data") == {"data": "memory"}
@@ -626,19 +626,19 @@ def test_missing_data_drops_the_replica_and_recomputes_if_it_was_the_last() -> N
     s.handle(graph("c", spec("x", workers=(A,)), spec("y", "x", workers=(B,)), wanted=("y",),
                    sid="g1"))
     assert s.handle(finished(s, A, "x", sid="fx")) == [
-        compute(B, "y", (0, 1), "fx", who_has=(("x", (A,), 8),)),
+        compute(B, "y", (0, 1, 0), "fx", who_has=(("x", (A,), 8),)),
     ]
     # B could not get x from A: A lost it. y is taken back, x recomputed
     # (once: y's release must not cancel the recomputation).
     assert s.handle(m.MissingData(B, "x", A, "miss")) == [
         free(B, "miss", "y"),
-        compute(A, "x", (0, 1), "miss"),
+        compute(A, "x", (0, 1, 0), "miss"),
     ]
     assert states(s, "x", "y") == {"x": "processing", "y": "waiting"}
     # B's RescheduleTask for y crossed the FreeKeys: y is no longer B's.
     assert s.handle(m.RescheduleTask(B, "y", current_run(s, "y"), "resched")) == []
     assert s.handle(finished(s, A, "x", sid="fx2")) == [
-        compute(B, "y", (0, 1), "fx2", who_has=(("x", (A,), 8),)),
+        compute(B, "y", (0, 1, 0), "fx2", who_has=(("x", (A,), 8),)),
     ]
 
 
@@ -659,7 +659,7 @@ def test_reschedule_task_places_it_again() -> None:
     s.handle(graph("c", spec("x"), sid="g1"))
     assert s.handle(m.RescheduleTask(A, "x", current_run(s, "x"), "give-up")) == [
         free(A, "give-up", "x"),
-        compute(B, "x", (0, 1), "give-up"),
+        compute(B, "x", (0, 1, 0), "give-up"),
     ]
 
 
@@ -725,9 +725,9 @@ def test_alias_task_without_run_spec_runs_after_its_dependency() -> None:
     (the worker shell copies it); it must run, not be mistaken for lost scattered data."""
     s = scheduler(register_worker(A))
     out = s.handle(graph("c", spec("x"), spec("y", "x", run_spec=None), wanted=("y",), sid="g1"))
-    assert out == [compute(A, "x", (0, 1), "g1")]
+    assert out == [compute(A, "x", (0, 1, 0), "g1")]
     assert s.handle(finished(s, A, "x", sid="fx")) == [
-        compute(A, "y", (0, 1), "fx", who_has=(("x", (A,), 8),), run_spec=None),
+        compute(A, "y", (0, 1, 0), "fx", who_has=(("x", (A,), 8),), run_spec=None),
     ]
     assert s.handle(finished(s, A, "y", sid="fy")) == [
         in_memory("c", "y", (A,), "fy"),
@@ -750,10 +750,10 @@ def test_scatter_of_a_key_already_in_memory_adds_a_replica_and_keeps_its_size() 
 
 def test_stale_result_for_a_key_recomputed_elsewhere_is_not_counted_as_a_replica() -> None:
     s = scheduler(register_worker(A), register_worker(B))
-    assert s.handle(graph("c", spec("x"), sid="g1")) == [compute(A, "x", (0, 1), "g1")]
+    assert s.handle(graph("c", spec("x"), sid="g1")) == [compute(A, "x", (0, 1, 0), "g1")]
     assert s.handle(m.ReleaseKeys("c", ("x",), "rel")) == [free(A, "rel", "x")]
     # Submitted again before A ran the FreeKeys; this time B runs it.
-    assert s.handle(graph("c", spec("x"), sid="g2")) == [compute(B, "x", (0, 2), "g2")]
+    assert s.handle(graph("c", spec("x"), sid="g2")) == [compute(B, "x", (0, 2, 0), "g2")]
     s.handle(finished(s, B, "x", sid="f-b"))
     # A's result of the first run arrives: the FreeKeys on its way to A will
     # delete that copy, so it must not be counted; A is told (again) to drop it.
@@ -771,7 +771,7 @@ def test_known_released_key_wanted_again_is_computed_again() -> None:
     assert states(s, "x", "y") == {"x": "released", "y": "memory"}  # x kept as lineage
     # The client now asks for x itself (same key: the same computation).
     assert s.handle(graph("c", spec("x"), wanted=("x",), sid="g2")) == [
-        compute(A, "x", (0, 1), "g2"),
+        compute(A, "x", (0, 1, 0), "g2"),
     ]
     assert s.handle(finished(s, A, "x", sid="fx2")) == [in_memory("c", "x", (A,), "fx2")]
 
@@ -785,11 +785,11 @@ def test_restarted_worker_does_not_receive_a_task_whose_input_it_lost() -> None:
     # A restarts with a GPU: x (only on the old A) is lost, so y, now
     # runnable on A, must wait for x's recomputation instead of starting.
     assert s.handle(register_worker(A, resources={"GPU": 1.0}, sid="restart")) == [
-        compute(A, "x", (0, 1), "restart"),
+        compute(A, "x", (0, 1, 0), "restart"),
     ]
     assert states(s, "x", "y") == {"x": "processing", "y": "waiting"}
     assert s.handle(finished(s, A, "x", sid="fx2")) == [
-        compute(A, "y", (0, 1), "fx2", who_has=(("x", (A,), 8),), resources=(("GPU", 1),)),
+        compute(A, "y", (0, 1, 0), "fx2", who_has=(("x", (A,), 8),), resources=(("GPU", 1),)),
     ]
 
 
@@ -833,7 +833,7 @@ def test_validation_catches_occupancy_drift() -> None:
 def test_unwanted_task_failed_at_submission_is_not_kept() -> None:
     s = scheduler(register_worker(A))
     assert s.handle(graph("c", spec("x"), spec("y", "gone"), wanted=("x",), sid="g1")) == [
-        compute(A, "x", (0, 1), "g1"),
+        compute(A, "x", (0, 1, 0), "g1"),
     ]
     assert list(s.tasks) == ["x"]
 
@@ -846,9 +846,9 @@ def test_result_of_an_earlier_run_crossing_a_reassignment_is_ignored() -> None:
     TaskFinished is on the wire: that result must not be taken for the second
     run's (the worker deletes it on the FreeKeys; the replica would be a ghost)."""
     s = scheduler(register_worker(A))
-    assert s.handle(graph("c", spec("x"), sid="g1")) == [compute(A, "x", (0, 1), "g1", run_id=1)]
+    assert s.handle(graph("c", spec("x"), sid="g1")) == [compute(A, "x", (0, 1, 0), "g1", run_id=1)]
     assert s.handle(m.ReleaseKeys("c", ("x",), "rel")) == [free(A, "rel", "x")]
-    assert s.handle(graph("c", spec("x"), sid="g2")) == [compute(A, "x", (0, 2), "g2", run_id=2)]
+    assert s.handle(graph("c", spec("x"), sid="g2")) == [compute(A, "x", (0, 2, 0), "g2", run_id=2)]
     # Neither accepted nor answered with a FreeKeys (that would cancel run 2).
     assert s.handle(finished(s, A, "x", run_id=1, sid="stale")) == []
     assert states(s, "x") == {"x": "processing"}
@@ -872,7 +872,7 @@ def test_stale_result_for_a_key_now_running_elsewhere_is_freed() -> None:
     s.handle(graph("c", spec("x", workers=(A,)), sid="g1"))
     s.handle(m.ReleaseKeys("c", ("x",), "rel"))
     assert s.handle(graph("c", spec("x", workers=(B,)), sid="g2")) == [
-        compute(B, "x", (0, 2), "g2", run_id=2),
+        compute(B, "x", (0, 2, 0), "g2", run_id=2),
     ]
     assert s.handle(finished(s, A, "x", run_id=1, sid="stale")) == [free(A, "stale", "x")]
     assert states(s, "x") == {"x": "processing"}

@@ -48,14 +48,14 @@ def _leave_dependencies(s: SchedulerState, ts: TaskState) -> None:
 
 
 def _after_release(s: SchedulerState, ts: TaskState) -> None:
-    if s.is_needed(ts):
+    if ts.who_wants or ts.waiters:
         s.recommend(ts, "waiting")
     elif not ts.dependents and not ts.who_wants:
         s.recommend(ts, "forgotten")
 
 
 def released_waiting(s: SchedulerState, ts: TaskState, stimulus_id: str) -> None:
-    if not s.is_needed(ts):
+    if not (ts.who_wants or ts.waiters):
         _after_release(s, ts)  # stale recommendation: nobody needs it any more
         return
     if ts.run_spec is None and not ts.dependencies:
@@ -177,7 +177,7 @@ def _on_memory(s: SchedulerState, ts: TaskState, stimulus_id: str) -> None:
     for dts in ready:
         s.recommend(dts, "processing")
     _leave_dependencies(s, ts)
-    if not s.is_needed(ts):
+    if not (ts.who_wants or ts.waiters):
         s.recommend(ts, "released")
 
 
@@ -189,9 +189,14 @@ def released_memory(s: SchedulerState, ts: TaskState, stimulus_id: str) -> None:
 
 def memory_released(s: SchedulerState, ts: TaskState, stimulus_id: str) -> None:
     msg = FreeKeys((ts.key,), stimulus_id)
-    for ws in list(ts.who_has):
-        s.remove_replica(ts, ws)
-        s.out.append(SendToWorker(ws.address, msg))
+    out = s.out
+    nbytes = ts.nbytes if ts.nbytes > 0 else 0
+    # (remove_replica inlined: every result is freed on every holder.)
+    for ws in ts.who_has:
+        del ws.has_what[ts]
+        ws.nbytes -= nbytes
+        out.append(SendToWorker(ws.address, msg))
+    ts.who_has = {}
     ts.state = "released"
     ts.fetching = None
     # Recommend first, so that it runs last (recommendations are LIFO): the
@@ -273,7 +278,7 @@ def released_forgotten(s: SchedulerState, ts: TaskState, stimulus_id: str) -> No
         dts.waiters.pop(ts, None)
         if dts.state in ("released", "erred") and not dts.dependents and not dts.who_wants:
             s.recommend(dts, "forgotten")
-        elif dts.state == "memory" and not s.is_needed(dts):
+        elif dts.state == "memory" and not (dts.who_wants or dts.waiters):
             s.recommend(dts, "released")
     s.forget(ts)
 

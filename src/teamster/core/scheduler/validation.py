@@ -101,7 +101,7 @@ def validate_state(s: SchedulerState) -> None:
         if ts.key != key:
             _fail(s, ts, f"registered under {key!r}")
         validate_task(s, ts)
-    live = sum(1 for _, seq, ts in s.queue if ts.queue_seq == seq and ts.state == "queued")
+    live = sum(1 for *_, seq, ts in s.queue if ts.queue_seq == seq and ts.state == "queued")
     n_queued = sum(1 for ts in s.tasks.values() if ts.state == "queued")
     if not (live == n_queued == s.n_queued):
         _fail(s, None, f"queue has {live} live entries, {n_queued} tasks queued, "
@@ -151,7 +151,7 @@ def validate_state(s: SchedulerState) -> None:
     # saturated (a worker with no threads is never idle: is_saturated), or
     # the first in line waits for a holder of a large input (placement.py).
     if s.n_queued and s.idle:
-        head = next((ts for _, seq, ts in sorted(s.queue) if ts.queue_seq == seq), None)
+        head = next((ts for *_, seq, ts in sorted(s.queue) if ts.queue_seq == seq), None)
         if head is None or not any(d.nbytes >= LARGE_TRANSFER for d in head.dependencies):
             _fail(s, head, "tasks queued while workers are idle")
     for cid, cs in s.clients.items():

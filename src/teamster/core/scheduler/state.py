@@ -458,8 +458,11 @@ class SchedulerState:
                 ts.resource_restrictions = dict(spec.resources)
             append((ts, spec))
         for ts, spec in new:
-            deps = ts.dependencies
-            for dep_key in spec.dependencies:
+            dep_keys = spec.dependencies
+            if not dep_keys:
+                continue
+            deps: list[TaskState] = []
+            for dep_key in dep_keys:
                 dts = tasks.get(dep_key)
                 if dts is None:
                     # The client referenced a key that is gone (its future was released).
@@ -469,8 +472,9 @@ class SchedulerState:
                     )
                     ts.exception_blame = ts
                     continue
-                deps[dts] = None
+                deps.append(dts)
                 dts.dependents[ts] = None
+            ts.dependencies = tuple(deps) if len(deps) < 2 else tuple(dict.fromkeys(deps))
         for key in ev.wanted:
             wts = self.tasks.get(key)
             if wts is not None:

@@ -20,8 +20,7 @@ model) is inside the timed region.
 
 Steals: the simulator counts every scheduler-to-worker message whose type
 name starts with ``Steal`` (the convention for the stealing protocol's
-messages, e.g. a future ``StealRequest``). The core emits none yet, so the
-count is 0 today; it becomes real, with no change here, when stealing lands.
+messages: ``StealRequest``).
 """
 
 from __future__ import annotations

@@ -306,3 +306,27 @@ def test_no_message_follows_a_worker_closed_by_the_same_event() -> None:
         CloseWorker(A, "retired", "late"),
         RetirementDone("r1", ((A, info(A)),), (), "late"),
     ]
+
+
+def test_a_refused_retirement_gives_back_the_tasks_only_that_worker_may_run() -> None:
+    # Found by test_scheduler_random_events: a GPU task taken back from the
+    # only GPU worker for its retirement waited in no-worker; when the
+    # retirement was refused the worker took work again, but not that task.
+    s = scheduler(register_worker(A, resources={"GPU": 1}), register_worker(B))
+    scatter(s, "x", A)
+    gpu = {"GPU": 1.0}
+    s.handle(graph("c", spec("g-0", resources=gpu), spec("g-1", resources=gpu), sid="g"))
+    assert states(s, "g-0", "g-1") == {"g-0": "processing", "g-1": "processing"}
+    assert s.handle(retire(A, sid="retire")) == [
+        steal(A, "g-0", 1, "retire"),
+        steal(A, "g-1", 2, "retire"),
+        acquire(B, "retire", ("x", (A,), 100)),
+    ]
+    assert s.handle(answer(A, "g-1", 2, True, sid="back")) == []
+    assert states(s, "g-1") == {"g-1": "no-worker"}  # A is closing: nowhere to run
+    # The only recipient leaves: nobody else can hold x, so A stays, and runs g-1 again.
+    out = s.handle(m.RemoveWorker(B, "killed", 6.0, "gone"))
+    assert isinstance(out[0], RetirementDone) and [a for a, _ in out[0].refused] == [A]
+    assert out[1:] == [compute(A, "g-1", s.tasks["g-1"].priority, "gone",
+                               resources=(("GPU", 1.0),))]
+    assert states(s, "g-1") == {"g-1": "processing"}

@@ -301,7 +301,7 @@ class Retirement:
             ws.status = r.reported_status
             s.update_idle(ws)
             if ws.status == "running":
-                s.freed(ws)  # it takes work again, as a worker that resumed
+                s.resumed(ws)
         for request_id in r.requests:
             req = self.requests[request_id]
             del req.pending[ws.address]

@@ -675,11 +675,17 @@ class SchedulerState:
         ws.status = ev.status
         self.update_idle(ws)
         if ev.status == "running":
-            # Resumed: it takes queued work like a worker that just joined.
-            self._freed[ws] = None
-            for ts in self.unrunnable:
-                if ts not in self._recs:
-                    self.recommend(ts, "processing")
+            self.resumed(ws)
+
+    def resumed(self, ws: WorkerInfo) -> None:
+        """``ws`` takes work again (resumed, or its retirement was refused): it
+        takes queued work like a worker that just joined, and the tasks that
+        had nowhere to run -- perhaps only it may run them -- are placed again.
+        """
+        self._freed[ws] = None
+        for ts in self.unrunnable:
+            if ts not in self._recs:
+                self.recommend(ts, "processing")
 
     def _tick(self, ev: Tick) -> None:
         deadline = ev.now - self.heartbeat_timeout

@@ -31,10 +31,14 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "src"))  # teamster, if not installed in this python
 
+import compiled_core  # noqa: E402 - benchmarks/, next to this script
+
 from teamster.sim.balance_workloads import TASKS_PER_WORKER, balance_tasks  # noqa: E402
 
 RATIO_TARGET = 1.10
 CPU_TARGET_US = 30.0
+#: Environment of the child runs: None (this one), or the compiled core first (--compiled).
+CHILD_ENV: dict[str, str] | None = None
 
 
 def simulate(workload: str, workers: int, seed: int, timeout: float) -> dict[str, Any]:
@@ -46,7 +50,7 @@ def simulate(workload: str, workers: int, seed: int, timeout: float) -> dict[str
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                              cwd=str(REPO_ROOT))
+                              cwd=str(REPO_ROOT), env=CHILD_ENV)
     except subprocess.TimeoutExpired:
         return {"workload": workload, "workers": workers, "error": f"timed out ({timeout:.0f} s)"}
     try:
@@ -112,9 +116,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=1,
                    help="runs per cell; the CPU figure is their minimum (default 1)")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per child run")
+    p.add_argument("--compiled", action="store_true",
+                   help="run the scheduler core compiled with mypyc (benchmarks/compiled_core.py)")
     p.add_argument("--check", action="store_true", help="exit 1 unless the targets are met")
     p.add_argument("--json", action="store_true", help="print the raw results as JSON too")
     args = p.parse_args(argv)
+    global CHILD_ENV
+    CHILD_ENV = compiled_core.child_env(args.compiled)
+    print(f"scheduler core: {'compiled with mypyc' if args.compiled else 'Python source'}")
 
     sizes = [int(x) for x in args.workers.split(",") if x.strip()]
     names = [n.strip() for n in args.workloads.split(",") if n.strip()]

@@ -40,8 +40,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import compiled_core  # benchmarks/, next to this script
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CPU_TARGET_US = 30.0
+#: Environment of the child runs: None (this one), or the compiled core first (--compiled).
+CHILD_ENV: dict[str, str] | None = None
 GROWTH_TARGET = 1.3
 
 
@@ -55,7 +59,7 @@ def simulate(workload: str, workers: int, tasks: int | None, seed: int,
         cmd += ["--tasks", str(tasks)]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                          cwd=str(REPO_ROOT))
+                          cwd=str(REPO_ROOT), env=CHILD_ENV)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr or proc.stdout}")
     result: dict[str, Any] = json.loads(proc.stdout)
@@ -156,9 +160,14 @@ def main(argv: list[str] | None = None) -> int:
                         "then includes the recorded events)")
     p.add_argument("--ratios", type=int, default=0, metavar="N",
                    help="also run every workload at N workers and print the ratios")
+    p.add_argument("--compiled", action="store_true",
+                   help="run the scheduler core compiled with mypyc (benchmarks/compiled_core.py)")
     p.add_argument("--check", action="store_true", help="exit 1 unless the targets are met")
     p.add_argument("--json", action="store_true", help="print the raw results as JSON too")
     args = p.parse_args(argv)
+    global CHILD_ENV
+    CHILD_ENV = compiled_core.child_env(args.compiled)
+    print(f"scheduler core: {'compiled with mypyc' if args.compiled else 'Python source'}")
 
     sizes = [int(x) for x in args.workers.split(",")]
     rows = scaling_table(args.workload, args.tasks, sizes, args.repeat, args.seed)

@@ -116,14 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=1,
                    help="runs per cell; the CPU figure is their minimum (default 1)")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per child run")
-    p.add_argument("--compiled", action="store_true",
-                   help="run the scheduler core compiled with mypyc (benchmarks/compiled_core.py)")
+    compiled_core.add_option(p)
     p.add_argument("--check", action="store_true", help="exit 1 unless the targets are met")
     p.add_argument("--json", action="store_true", help="print the raw results as JSON too")
     args = p.parse_args(argv)
     global CHILD_ENV
     CHILD_ENV = compiled_core.child_env(args.compiled)
-    print(f"scheduler core: {'compiled with mypyc' if args.compiled else 'Python source'}")
 
     sizes = [int(x) for x in args.workers.split(",") if x.strip()]
     names = [n.strip() for n in args.workloads.split(",") if n.strip()]

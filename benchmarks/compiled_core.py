@@ -18,6 +18,7 @@ mypy (the ``dev`` extra) and a C compiler.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 import shutil
@@ -89,11 +90,21 @@ def ensure_compiled() -> Path:
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     (target / "BUILT").write_text(" ".join(modules) + "\n")
+    for old in BUILD_ROOT.iterdir():  # builds of older sources
+        if old != target:
+            shutil.rmtree(old, ignore_errors=True)
     return target / "src"
 
 
+def add_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--compiled", action="store_true",
+                        help="run the scheduler core compiled with mypyc (compiled_core.py)")
+
+
 def child_env(compiled: bool) -> dict[str, str] | None:
-    """Environment for a child ``teamster simulate``: None (inherit) or compiled first."""
+    """Environment for a child ``teamster simulate``: None (inherit) or compiled
+    first. Says which on stdout, so every table names its build."""
+    print(f"scheduler core: {'compiled with mypyc' if compiled else 'Python source'}")
     if not compiled:
         return None
     path = str(ensure_compiled())

@@ -160,14 +160,12 @@ def main(argv: list[str] | None = None) -> int:
                         "then includes the recorded events)")
     p.add_argument("--ratios", type=int, default=0, metavar="N",
                    help="also run every workload at N workers and print the ratios")
-    p.add_argument("--compiled", action="store_true",
-                   help="run the scheduler core compiled with mypyc (benchmarks/compiled_core.py)")
+    compiled_core.add_option(p)
     p.add_argument("--check", action="store_true", help="exit 1 unless the targets are met")
     p.add_argument("--json", action="store_true", help="print the raw results as JSON too")
     args = p.parse_args(argv)
     global CHILD_ENV
     CHILD_ENV = compiled_core.child_env(args.compiled)
-    print(f"scheduler core: {'compiled with mypyc' if args.compiled else 'Python source'}")
 
     sizes = [int(x) for x in args.workers.split(",")]
     rows = scaling_table(args.workload, args.tasks, sizes, args.repeat, args.seed)

@@ -15,6 +15,7 @@ from typing import Any
 
 from teamster.core import messages as m
 from teamster.core.keys import key_prefix
+from teamster.core.scheduler import intake
 from teamster.core.scheduler import transitions as tr
 from teamster.core.scheduler.entities import ClientInfo, TaskPrefix, TaskState, WorkerInfo
 from teamster.core.scheduler.events import RetireWorkers, Tick
@@ -44,26 +45,6 @@ STUCK_AFTER = 0.1
 #: A task that was running on this many workers when each of them died is
 #: presumed to be what kills them, and is failed rather than retried forever.
 ALLOWED_FAILURES = 3
-
-
-def _priority(ts: TaskState) -> m.Priority:
-    return ts.priority
-
-
-def _first_priority(pair: tuple[TaskState, Any]) -> m.Priority:
-    return pair[0].priority
-
-
-def normal_priority(priority: m.Priority, generation: int) -> m.Priority:
-    """A client's (user priority, order) as the scheduler's priority:
-    higher user priority first, then earlier submissions, then the order.
-
-    Always three elements (anything after the order is ignored), so that
-    queue entries can be flat tuples (see ``push_queue``).
-    """
-    if len(priority) >= 2:
-        return (-priority[0], generation, priority[1])
-    return (-priority[0] if priority else 0, generation, 0)
 
 
 class SchedulerState:
@@ -427,85 +408,7 @@ class SchedulerState:
             self.out.append(SendToClient(cs.client_id, err))
 
     def _update_graph(self, ev: m.UpdateGraph) -> None:
-        cs = self._client(ev.client, ev.now)
-        self.generation += 1
-        if not self.n_processing and not self.n_queued and not self.unrunnable:
-            self.report.start(ev.now, self)
-        # One pass to create, one to link: a dependency may come later in
-        # the message. (Tight loops: at a million tasks this event alone was
-        # a quarter of the scheduler's CPU per task in teamster.sim.)
-        tasks = self.tasks
-        prefixes = self.prefixes
-        generation = self.generation
-        new: list[tuple[TaskState, m.TaskSpec]] = []
-        append = new.append
-        for spec in ev.tasks:
-            key = spec.key
-            if key in tasks:
-                continue  # same key, same computation (keys are content-addressed)
-            prefix_name = key_prefix(key)
-            prefix = prefixes.get(prefix_name)
-            if prefix is None:
-                prefix = prefixes[prefix_name] = TaskPrefix(prefix_name)
-            ts = tasks[key] = TaskState(key, prefix, spec.run_spec)
-            ts.priority = normal_priority(spec.priority, generation)
-            if spec.retries:
-                ts.retries = spec.retries
-            if spec.workers:
-                ts.worker_restrictions = frozenset(spec.workers)
-                ts.allow_other_workers = spec.allow_other_workers
-            if spec.resources:
-                ts.resource_restrictions = dict(spec.resources)
-            append((ts, spec))
-        for ts, spec in new:
-            dep_keys = spec.dependencies
-            if not dep_keys:
-                continue
-            deps: list[TaskState] = []
-            for dep_key in dep_keys:
-                dts = tasks.get(dep_key)
-                if dts is None:
-                    # The client referenced a key that is gone (its future was released).
-                    ts.exception_text = (
-                        f"Task {ts.key!r} depends on {dep_key!r}, which the scheduler "
-                        "does not hold (was its future released or cancelled?)"
-                    )
-                    ts.exception_blame = ts
-                    continue
-                deps.append(dts)
-                dts.dependents[ts] = None
-            ts.dependencies = tuple(deps) if len(deps) < 2 else tuple(dict.fromkeys(deps))
-        for key in ev.wanted:
-            wts = self.tasks.get(key)
-            if wts is not None:
-                self._want(cs, wts, ev.stimulus_id)
-        # Ready tasks are recommended for processing as they are met, and
-        # recommendations run last in, first out: meet them lowest priority
-        # first, so the highest-priority task takes the first free slot.
-        stimulus_id = ev.stimulus_id
-        released_waiting = tr.released_waiting
-        log_entry = self._log_entry
-        for ts, _ in reversed(sorted(new, key=_first_priority)):
-            if ts.exception_blame is ts:
-                self.transition(ts, "erred", stimulus_id)
-            elif (ts.who_wants or ts.waiters) and ts.state == "released":
-                # (transition() inlined: this runs for every task submitted.)
-                released_waiting(self, ts, stimulus_id)
-                log_entry((ts.key, "released", ts.state, stimulus_id))
-                if self.validate_enabled:
-                    self._touched[ts] = None
-        for ts, _ in new:
-            # (Erred too: a task failed at submission that nobody wants would
-            # otherwise be kept forever.)
-            if (ts.state in ("released", "erred") and not ts.dependents
-                    and not (ts.who_wants or ts.waiters)):
-                self.recommend(ts, "forgotten")
-        for key in ev.wanted:
-            wts = self.tasks.get(key)
-            if wts is not None and wts.state == "released":
-                # A known key wanted again (kept as lineage of a result, or
-                # released since): it must be computed again.
-                self.recommend(wts, "waiting")
+        intake.update_graph(self, ev)
 
     def _release_for_client(self, cs: ClientInfo, tasks: list[TaskState]) -> None:
         for ts in tasks:

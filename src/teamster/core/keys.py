@@ -13,16 +13,16 @@ def _is_token(word: str) -> bool:
     return (len(word) >= 8 and set(word) <= _HEX) or word.isdigit()
 
 
-def _split_str(key: str) -> str:
-    words = key.split("-")
-    kept = [w for w in words if w and not _is_token(w)]
-    return "-".join(kept) if kept else key
-
-
 def _kept_words(key: str) -> str | None:
     """``key`` without its tokens; None if nothing but tokens is left."""
     kept = [w for w in key.split("-") if w and not _is_token(w)]
     return "-".join(kept) if kept else None
+
+
+def _split_str(key: str) -> str:
+    """``key`` without its tokens, or ``key`` itself if it is nothing but tokens."""
+    kept = _kept_words(key)
+    return key if kept is None else kept
 
 
 #: Only repeated names are cached: a dask array's chunks share one name, and

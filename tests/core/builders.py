@@ -70,10 +70,11 @@ def current_run(s: SchedulerState, key: m.Key) -> int:
 def finished(
     s: SchedulerState, worker: str, key: m.Key, *, nbytes: int = 8, type_name: str = "int",
     duration: float = 1.0, stop: float = 1.0, sid: str = "", run_id: int | None = None,
+    transfers: tuple[tuple[tuple[m.Key, ...], int], ...] = (),
 ) -> m.TaskFinished:
     """A worker's result for the current assignment of ``key`` (unless ``run_id`` is given)."""
     run = current_run(s, key) if run_id is None else run_id
-    return m.TaskFinished(worker, key, nbytes, type_name, duration, stop, run,
+    return m.TaskFinished(worker, key, nbytes, type_name, duration, stop, run, transfers,
                           sid or f"done-{key}")
 
 

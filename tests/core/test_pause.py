@@ -125,7 +125,7 @@ def test_running_task_finishes_while_paused_and_frees_no_slot_for_the_next() -> 
     w.handle(ev.PauseChanged(True, "p"))
     assert w.handle(compute_task("y", sid="cy")) == []
     assert w.handle(ev.ExecuteSuccess("x", 8, "int", 0.5, 100.0, "ran-x")) == [
-        SendToScheduler(m.TaskFinished(ME, "x", 8, "int", 0.5, 100.0, 1, "ran-x")),
+        SendToScheduler(m.TaskFinished(ME, "x", 8, "int", 0.5, 100.0, 1, (), "ran-x")),
     ]
     assert w.tasks["y"].state == "ready"
     assert w.handle(ev.PauseChanged(False, "r")) == [

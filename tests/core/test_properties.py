@@ -315,7 +315,7 @@ class SchedulerWorld:
             if isinstance(msg, m.ComputeTask):
                 if msg.key in sim.memory:
                     # A worker asked to compute what it holds reports it at once.
-                    self.handle(m.TaskFinished(address, msg.key, 8, "int", 0.0, 0.0, msg.run_id,
+                    self.handle(m.TaskFinished(address, msg.key, 8, "int", 0.0, 0.0, msg.run_id, (),
                                                f"have-{msg.key}-{self.n_events}"))
                 else:
                     sim.processing[msg.key] = msg
@@ -356,9 +356,11 @@ class SchedulerWorld:
             self.handle(m.ReplicasNotAcquired(sim.address, tuple(failed),
                                               f"not-acquired-{self.n_events}"))
 
-    def _fetch_inputs(self, sim: SimWorker, msg: m.ComputeTask) -> bool:
-        """Gather the task's inputs as a real worker would; False if it gave up."""
-        added: list[m.Key] = []
+    def _fetch_inputs(self, sim: SimWorker, msg: m.ComputeTask, added: list[m.Key]) -> bool:
+        """Gather the task's inputs as a real worker would; False if it gave up.
+
+        The copies it made are put in ``added`` for the caller to report.
+        """
         ok = True
         for dep, holders, _ in msg.who_has:
             if dep in sim.memory:
@@ -378,14 +380,19 @@ class SchedulerWorld:
                         return False
             if not got:
                 ok = False
-        if added:
-            self.handle(m.AddKeys(sim.address, tuple(added), "", 0, 0.0, f"add-{self.n_events}"))
         return ok
 
-    def finish(self, address: str, key: m.Key, duration: float) -> None:
+    def finish(self, address: str, key: m.Key, duration: float, piggyback: bool = False) -> None:
+        """Run ``key``; report the inputs it copied with AddKeys first, or
+        (``piggyback``) with the TaskFinished, as a real worker does small ones."""
         sim = self.workers[address]
         msg = sim.processing[key]
-        if not self._fetch_inputs(sim, msg):
+        added: list[m.Key] = []
+        ok = self._fetch_inputs(sim, msg, added)
+        if added and (not ok or not piggyback) and self.workers.get(address) is sim:
+            self.handle(m.AddKeys(address, tuple(added), "", 0, 0.0, f"add-{self.n_events}"))
+            added = []
+        if not ok:
             if self.workers.get(address) is sim and key in sim.processing:
                 del sim.processing[key]
                 self.handle(m.RescheduleTask(address, key, msg.run_id,
@@ -395,9 +402,9 @@ class SchedulerWorld:
             return
         del sim.processing[key]
         sim.memory.add(key)
+        transfers = ((tuple(added), 8 * len(added)),) if added else ()
         self.handle(m.TaskFinished(address, key, 8, "int", duration, self.now + duration,
-                                   msg.run_id,
-                                   f"done-{key}-{self.n_events}"))
+                                   msg.run_id, transfers, f"done-{key}-{self.n_events}"))
 
     def err(self, address: str, key: m.Key) -> None:
         msg = self.workers[address].processing.pop(key)
@@ -564,7 +571,8 @@ def _scheduler_step(world: SchedulerWorld, draw: Any) -> None:
         world.deliver(draw(st.sampled_from(with_inbox)), draw(st.integers(1, 3)))
     elif action == "finish":
         address, key = draw(st.sampled_from(busy))
-        world.finish(address, key, draw(st.sampled_from([1e-4, 0.01, 0.5, 2.0])))
+        world.finish(address, key, draw(st.sampled_from([1e-4, 0.01, 0.5, 2.0])),
+                     piggyback=draw(st.booleans()))
     elif action == "err":
         world.err(*draw(st.sampled_from(busy)))
     elif action == "give_up":
@@ -678,10 +686,12 @@ class WorkerWorld:
                             raise self.fail(f"assignment reported twice: {msg}", msg.key)
                     if isinstance(msg, m.TaskFinished) and msg.key not in self.store:
                         raise self.fail(f"TaskFinished for a value not stored: {msg}", msg.key)
-                if isinstance(msg, m.AddKeys):
-                    for key in msg.keys:
-                        if key not in self.store:
-                            raise self.fail(f"AddKeys for a value not stored: {msg}", key)
+                reported = msg.keys if isinstance(msg, m.AddKeys) else (
+                    [k for keys, _ in msg.transfers for k in keys]
+                    if isinstance(msg, m.TaskFinished) else [])
+                for key in reported:
+                    if key not in self.store:
+                        raise self.fail(f"a copy reported but not stored: {msg}", key)
             else:
                 raise self.fail(f"unknown instruction {instr!r}")
         if len(self.running) > self.w.nthreads:

@@ -621,6 +621,42 @@ def test_add_keys_for_unknown_keys_is_answered_with_free_keys() -> None:
     assert s.handle(m.AddKeys(B, ("x", "gone"), "", 0, 0.0, "add")) == [free(B, "add", "gone")]
 
 
+def test_copies_reported_with_a_result_are_registered_and_counted_as_moved() -> None:
+    s = scheduler(register_worker(A), register_worker(B))
+    s.handle(graph("c", spec("x"), spec("z"), sid="g1"))
+    assert {k: ts.processing_on.address for k, ts in s.tasks.items()
+            if ts.processing_on} == {"x": A, "z": B}
+    s.handle(finished(s, A, "x", nbytes=40, sid="fx"))
+    # B copied x (and a key released since) before z finished: one event says both.
+    assert s.handle(finished(s, B, "z", sid="fz", transfers=((("x", "gone"), 50),))) == [
+        free(B, "fz", "gone"), in_memory("c", "z", (B,), "fz"),
+    ]
+    assert [w.address for w in s.tasks["x"].who_has] == [A, B]
+    assert s.workers[B].nbytes == 40 + 8
+    assert s.report.bytes_moved == 50 and s.report.transfers == 1
+    assert s.handle(m.ReleaseKeys("c", ("x",), "rel")) == [
+        free(A, "rel", "x"), free(B, "rel", "x"),
+    ]
+
+
+def test_a_copy_of_a_key_assigned_to_the_same_worker_is_not_freed() -> None:
+    s = scheduler(register_worker(A), register_worker(B))
+    s.handle(graph("c", spec("x"), spec("y", "x", workers=(B,)), wanted=("y",), sid="g1"))
+    s.handle(finished(s, A, "x", sid="fx"))
+    assert s.tasks["y"].processing_on is s.workers[B]  # B fetches x from A for y
+    # A dies: x is recomputed, on B, while B's report of its copy is on the way.
+    assert s.handle(m.RemoveWorker(A, "lost", 1.0, "rm")) == [
+        free(B, "rm", "y"), compute(B, "x", (0, 1, 0), "rm"),
+    ]
+    # Freeing that copy deleted the value B then announced with its
+    # TaskFinished for x (a worker answers a ComputeTask for a key it holds
+    # at once).
+    assert s.handle(m.AddKeys(B, ("x",), "", 0, 0.0, "add")) == []
+    assert s.handle(finished(s, B, "x", sid="fx2")) == [
+        compute(B, "y", (0, 1, 0), "fx2", who_has=(("x", (B,), 8),)),
+    ]
+
+
 def test_missing_data_drops_the_replica_and_recomputes_if_it_was_the_last() -> None:
     s = scheduler(register_worker(A), register_worker(B))
     s.handle(graph("c", spec("x", workers=(A,)), spec("y", "x", workers=(B,)), wanted=("y",),

@@ -49,9 +49,10 @@ def failure(key: m.Key, sid: str = "") -> ev.ExecuteFailure:
 
 
 def finished(key: m.Key, sid: str, *, nbytes: int = 8, duration: float = 0.5,
-             stop: float = 100.0, type_name: str = "int", run_id: int = 1) -> SendToScheduler:
+             stop: float = 100.0, type_name: str = "int", run_id: int = 1,
+             transfers: tuple[tuple[tuple[m.Key, ...], int], ...] = ()) -> SendToScheduler:
     return SendToScheduler(m.TaskFinished(ME, key, nbytes, type_name, duration, stop, run_id,
-                                          sid))
+                                          transfers, sid))
 
 
 def to_scheduler(msg: m.Message) -> SendToScheduler:
@@ -143,14 +144,76 @@ def test_dependencies_on_peers_are_gathered_one_request_per_peer() -> None:
     # One request per peer, carrying every key filed under it.
     assert out == [GatherDep(P, ("x1", "x2"), 30, "cy"), GatherDep(Q, ("x3",), 30, "cy")]
     assert states(w, "y", "x1", "x3") == {"y": "waiting", "x1": "flight", "x3": "flight"}
-    assert w.handle(ev.GatherDepSuccess(P, (("x1", 11), ("x2", 21)), (), 0.0, "got-p")) == [
-        to_scheduler(m.AddKeys(ME, ("x1", "x2"), P, 32, 0.0, "got-p")),
-    ]
+    # The copies are reported with y's result, not one message per transfer.
+    assert w.handle(ev.GatherDepSuccess(P, (("x1", 11), ("x2", 21)), (), 0.0, "got-p")) == []
     assert w.handle(ev.GatherDepSuccess(Q, (("x3", 31),), (), 0.0, "got-q")) == [
-        to_scheduler(m.AddKeys(ME, ("x3",), Q, 31, 0.0, "got-q")),
         execute("y", "got-q", "x1", "x2", "x3"),
     ]
     assert w.tasks["x1"].nbytes == 11  # the size measured on arrival
+    assert w.handle(success("y", sid="done")) == [
+        finished("y", "done", transfers=((("x1", "x2"), 32), (("x3",), 31))),
+    ]
+
+
+def test_small_inputs_wait_for_the_next_result_while_a_task_runs() -> None:
+    w = worker(nthreads=1)
+    w.handle(compute("z", sid="cz"))  # z runs; y waits for its inputs and a thread
+    w.handle(compute("y", ("a", (P,), 10), ("b", (Q,), 20), sid="cy"))
+    assert w.handle(ev.GatherDepSuccess(P, (("a", 10),), (), 0.0, "got-a")) == []
+    assert w.handle(ev.GatherDepSuccess(Q, (("b", 20),), (), 0.0, "got-b")) == []
+    # Both transfers ride on z's result (one scheduler event, not three).
+    assert w.handle(success("z", sid="rz")) == [
+        finished("z", "rz", transfers=((("a",), 10), (("b",), 20))),
+        execute("y", "rz", "a", "b"),
+    ]
+    assert w.unreported == []
+
+
+def test_unreported_inputs_go_out_as_add_keys_once_no_result_is_coming() -> None:
+    w = worker(nthreads=1)
+    w.handle(compute("z", sid="cz"))
+    w.handle(compute("y", ("a", (P,), 10), sid="cy"))
+    assert w.handle(ev.GatherDepSuccess(P, (("a", 10),), (), 0.0, "got-a")) == []
+    # z is cancelled (its end reports nothing) and y stolen: nothing would
+    # carry a, and the scheduler would never free it. Reported at once.
+    assert w.handle(m.FreeKeys(("z",), "free")) == []
+    assert w.tasks["z"].state == "cancelled"
+    assert w.handle(m.StealRequest("y", 1, "steal")) == [
+        to_scheduler(m.StealResponse(ME, "y", 1, True, "ready", "steal")),
+        to_scheduler(m.AddKeys(ME, ("a",), P, 10, 0.0, "steal")),
+    ]
+
+
+def test_unreported_inputs_go_out_when_the_task_that_waited_for_them_is_handed_back() -> None:
+    w = worker()
+    w.handle(compute("y", ("a", (P,), 10), ("b", (Q,), 10), sid="cy"))
+    assert w.handle(ev.GatherDepSuccess(P, (("a", 10),), (), 0.0, "got-a")) == []
+    # b is gone everywhere: y goes back to the scheduler, and a is reported.
+    assert w.handle(ev.GatherDepSuccess(Q, (), ("b",), 0.0, "miss")) == [
+        to_scheduler(m.MissingData(ME, "b", Q, "miss")),
+        to_scheduler(m.RescheduleTask(ME, "y", 1, "miss")),
+        to_scheduler(m.AddKeys(ME, ("a",), P, 10, 0.0, "miss")),
+    ]
+
+
+def test_large_transfers_and_requested_copies_are_reported_as_they_land() -> None:
+    w = worker(nthreads=1)
+    w.handle(compute("z", sid="cz"))
+    big = m.REPORT_AT_ONCE_BYTES
+    w.handle(compute("y", ("a", (P,), big), sid="cy"))
+    # The scheduler learns bandwidth from large transfers and places readers
+    # of large data by its holders: no waiting for z.
+    assert w.handle(ev.GatherDepSuccess(P, (("a", big),), (), 0.5, "got-a")) == [
+        to_scheduler(m.AddKeys(ME, ("a",), P, big, 0.5, "got-a")),
+    ]
+    # A copy it asked for (a retiring worker's data) is awaited: no waiting either.
+    assert w.handle(m.AcquireReplicas((("r", (Q,), 10),), "acq")) == [
+        GatherDep(Q, ("r",), 10, "acq"),
+    ]
+    assert w.handle(ev.GatherDepSuccess(Q, (("r", 10),), (), 0.0, "got-r")) == [
+        to_scheduler(m.AddKeys(ME, ("r",), Q, 10, 0.0, "got-r")),
+    ]
+    assert w.handle(success("z", sid="rz")) == [finished("z", "rz"), execute("y", "rz", "a")]
 
 
 def test_dependency_already_in_memory_is_not_fetched() -> None:
@@ -178,7 +241,6 @@ def test_concurrent_gathers_are_bounded() -> None:
     out = w.handle(compute("y", *deps, sid="cy"))
     assert out == [GatherDep(p, (f"d{i}",), 10, "cy") for i, p in enumerate(peers[:-1])]
     assert w.handle(ev.GatherDepSuccess(peers[0], (("d0", 10),), (), 0.0, "got")) == [
-        to_scheduler(m.AddKeys(ME, ("d0",), peers[0], 10, 0.0, "got")),
         GatherDep(peers[-1], (f"d{len(peers) - 1}",), 10, "got"),
     ]
 
@@ -193,8 +255,10 @@ def test_missing_data_is_reported_and_fetched_from_another_holder() -> None:
         GatherDep(Q, ("x",), 10, "miss"),
     ]
     assert w.handle(ev.GatherDepSuccess(Q, (("x", 10),), (), 0.0, "got")) == [
-        to_scheduler(m.AddKeys(ME, ("x",), Q, 10, 0.0, "got")),
         execute("y", "got", "x"),
+    ]
+    assert w.handle(success("y", sid="done")) == [
+        finished("y", "done", transfers=((("x",), 10),)),
     ]
 
 
@@ -213,7 +277,6 @@ def test_reply_without_a_requested_key_refetches_it() -> None:
     w.handle(compute("y", ("a", (P,), 10), ("b", (P, Q), 10), sid="cy"))
     # P sent a but neither sent b nor said it was missing.
     assert w.handle(ev.GatherDepSuccess(P, (("a", 10),), (), 0.0, "partial")) == [
-        to_scheduler(m.AddKeys(ME, ("a",), P, 10, 0.0, "partial")),
         GatherDep(Q, ("b",), 10, "partial"),
     ]
 
@@ -327,9 +390,10 @@ def test_free_keys_of_an_input_still_needed_keeps_it_until_the_task_finished() -
     # The scheduler no longer counts this replica, but y still reads x.
     assert w.handle(m.FreeKeys(("x",), "free")) == []
     assert states(w, "x") == {"x": "memory"}
+    # x's transfer is still counted (bytes moved), x itself no longer reported.
     assert w.handle(success("y", sid="done")) == [
         DeleteData(("x",), "done"),
-        finished("y", "done"),
+        finished("y", "done", transfers=(((), 10),)),
     ]
     assert list(w.tasks) == ["y"]
 
@@ -373,8 +437,11 @@ def test_compute_of_a_key_waiting_to_be_fetched_computes_it_here() -> None:
     # The scheduler asks this worker to compute x itself (P lost it, say).
     assert w.handle(compute("x", sid="cx")) == [execute("x", "cx")]
     assert w.handle(success("x", sid="rx")) == [finished("x", "rx"), execute("z", "rx", "x")]
-    assert w.handle(ev.GatherDepSuccess(P, (("a", 10),), (), 0.0, "got-a")) == [
-        to_scheduler(m.AddKeys(ME, ("a",), P, 10, 0.0, "got-a")),
+    # z still runs: a is reported with z's result.
+    assert w.handle(ev.GatherDepSuccess(P, (("a", 10),), (), 0.0, "got-a")) == []
+    assert w.handle(success("z", sid="rz")) == [
+        finished("z", "rz", transfers=((("a",), 10),)),
+        execute("y", "rz", "a"),
     ]
 
 
@@ -386,7 +453,6 @@ def test_compute_of_a_fetched_key_in_flight_is_reported_when_it_lands() -> None:
     assert w.handle(compute("x", sid="cx")) == []
     assert w.handle(ev.GatherDepSuccess(P, (("x", 10),), (), 0.0, "got")) == [
         finished("x", "got", nbytes=10, duration=0.0, stop=0.0, type_name=""),
-        to_scheduler(m.AddKeys(ME, ("x",), P, 10, 0.0, "got")),
         execute("y", "got", "x"),
     ]
 
@@ -412,7 +478,6 @@ def test_compute_of_a_key_in_flight_is_handed_back_and_refetched_elsewhere() -> 
         GatherDep(Q, ("x",), 10, "down"),
     ]
     assert w.handle(ev.GatherDepSuccess(Q, (("x", 10),), (), 0.0, "got")) == [
-        to_scheduler(m.AddKeys(ME, ("x",), Q, 10, 0.0, "got")),
         execute("y", "got", "x"),
     ]
 
@@ -480,7 +545,7 @@ def test_story_and_invalid_transition() -> None:
 def test_unknown_event_type_raises() -> None:
     w = worker()
     with pytest.raises(TypeError, match="cannot handle"):
-        w.handle(m.TaskFinished(ME, "x", 1, "int", 0.1, 1.0, 1, "wrong-direction"))
+        w.handle(m.TaskFinished(ME, "x", 1, "int", 0.1, 1.0, 1, (), "wrong-direction"))
 
 
 # ------------------------------------------------------------------ run_id

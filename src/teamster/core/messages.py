@@ -27,6 +27,11 @@ Address: TypeAlias = str
 #: Priorities compare as tuples; lower runs first.
 Priority: TypeAlias = tuple[Any, ...]
 
+#: Transfers of at least this many bytes are reported (``AddKeys``) as they
+#: land: the scheduler learns bandwidth from them and places readers of large
+#: data by its holders. Smaller ones wait for the worker's next TaskFinished.
+REPORT_AT_ONCE_BYTES = 1_000_000
+
 
 @record
 class Serialized:
@@ -194,6 +199,11 @@ class TaskFinished(Message):
     stop: float
     #: The assignment this result answers (``ComputeTask.run_id``, echoed).
     run_id: int
+    #: Small inputs that landed on this worker since its last report, one
+    #: ``(keys, nbytes)`` per transfer: the ``AddKeys`` it did not send (see
+    #: ``WorkerState.unreported``). Reported here, the scheduler registers
+    #: them in the event that touches those inputs anyway.
+    transfers: tuple[tuple[tuple[Key, ...], int], ...]
     stimulus_id: str
 
 
@@ -217,6 +227,9 @@ class AddKeys(Message):
 
     ``source``, ``nbytes`` and ``seconds`` describe the transfer that brought
     them (empty/0 when unknown): the scheduler learns bandwidth from them.
+    Sent at once for copies the scheduler asked for and for transfers of at
+    least ``REPORT_AT_ONCE_BYTES``; smaller ones ride on the worker's next
+    ``TaskFinished`` (``transfers``), or come here once nothing runs there.
     """
 
     worker: Address

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from itertools import islice
 from typing import TYPE_CHECKING
 
+from teamster.core.messages import REPORT_AT_ONCE_BYTES
 from teamster.core.scheduler.entities import TaskState, WorkerInfo
 
 if TYPE_CHECKING:
@@ -27,8 +28,9 @@ UNKNOWN_DURATION = 0.5
 #: first transfers of 1 MB or more replace it with measurements).
 DEFAULT_BANDWIDTH = 100e6
 #: Transfers smaller than this teach nothing about bandwidth (latency dominates)
-#: and are not tracked as fetches under way.
-LARGE_TRANSFER = 1_000_000
+#: and are not tracked as fetches under way. Workers report transfers this
+#: large as they land (the rest with their next TaskFinished): one constant.
+LARGE_TRANSFER = REPORT_AT_ONCE_BYTES
 #: Weight of a new bandwidth measurement in the moving averages.
 BANDWIDTH_WEIGHT = 0.25
 #: One-way scheduler<->worker latency assumed, seconds (messages are batched

@@ -602,6 +602,9 @@ class SchedulerState:
         ws = self.workers.get(ev.worker)
         if ws is None:
             return  # a late message from a worker already removed
+        for keys, nbytes in ev.transfers:  # (they landed before it finished)
+            self.report.transfer(nbytes)
+            self._add_replicas(ws, keys, ev.stimulus_id)
         ts = self.tasks.get(ev.key)
         if ts is None or ts.processing_on is not ws or ts.run_id != ev.run_id:
             # Released, cancelled, re-placed or computed elsewhere meanwhile:
@@ -652,15 +655,20 @@ class SchedulerState:
             self.report.transfer(ev.nbytes)
             if ev.nbytes >= LARGE_TRANSFER:
                 self.placement.learn_transfer(ev.source, ws, ev.nbytes, ev.seconds)
+        self._add_replicas(ws, ev.keys, ev.stimulus_id)
+
+    def _add_replicas(self, ws: WorkerInfo, keys: tuple[m.Key, ...], stimulus_id: str) -> None:
         unknown = []
-        for key in ev.keys:
+        for key in keys:
             ts = self.tasks.get(key)
             if ts is not None and ts.state == "memory":
                 self.add_replica(ts, ws)
-            else:
+            elif ts is None or ts.processing_on is not ws:
+                # Released meanwhile: the copy is not wanted. (A key assigned
+                # to this very worker is left alone: its TaskFinished follows.)
                 unknown.append(key)
         if unknown:
-            self.out.append(SendToWorker(ws.address, m.FreeKeys(tuple(unknown), ev.stimulus_id)))
+            self.out.append(SendToWorker(ws.address, m.FreeKeys(tuple(unknown), stimulus_id)))
 
     def _missing_data(self, ev: m.MissingData) -> None:
         ts = self.tasks.get(ev.key)

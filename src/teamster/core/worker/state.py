@@ -115,6 +115,13 @@ class WorkerState:
         self.n_fetch = 0
         #: Peers with a request in flight -> the keys requested.
         self.in_flight: dict[str, tuple[WorkerTask, ...]] = {}
+        #: Small inputs fetched for local tasks that the scheduler does not
+        #: know are here yet, one ``(keys, nbytes, peer, seconds)`` per transfer. They ride on
+        #: the next TaskFinished: at scale an AddKeys per transfer was a third
+        #: of the scheduler's events, each touching the same input records the
+        #: finishing task touches anyway. Non-empty only while the worker is
+        #: busy (see ``_busy``); once it is not, they go out as AddKeys.
+        self.unreported: list[tuple[tuple[m.Key, ...], int, str, float]] = []
         #: Memory is above the pause fraction: start no task and no fetch
         #: (both add memory); running ones finish, transfers in flight land.
         self.paused = False
@@ -150,6 +157,9 @@ class WorkerState:
         handler(event)
         self._ensure_communicating()
         self._ensure_computing()
+        if self.unreported and not self._busy():
+            for keys, nbytes, peer, seconds in self._take_transfers():
+                self._send(m.AddKeys(self.address, keys, peer, nbytes, seconds, self._stimulus))
         if self.validate_enabled:
             self._validate_after_event()
         self.out = []
@@ -185,6 +195,35 @@ class WorkerState:
 
     def _send(self, msg: m.Message) -> None:
         self.out.append(SendToScheduler(msg))
+
+    def _send_finished(self, ts: WorkerTask, nbytes: int, type_name: str, duration: float,
+                       stop: float, run_id: int, stimulus_id: str) -> None:
+        transfers = tuple([(keys, n) for keys, n, _, _ in self._take_transfers()])
+        self._send(m.TaskFinished(self.address, ts.key, nbytes, type_name, duration, stop,
+                                  run_id, transfers, stimulus_id))
+
+    def _busy(self) -> bool:
+        """Some task runs, waits for a thread or waits for an input: an event
+        will come (its end, or a transfer landing) that either sends a
+        TaskFinished or finds the worker idle."""
+        return bool(self.n_ready or self.n_fetch or self.in_flight) or any(
+            ts.state == "executing" for ts in self.executing)
+
+    def _take_transfers(self) -> list[tuple[tuple[m.Key, ...], int, str, float]]:
+        """The unreported transfers, less keys no longer held for the scheduler."""
+        if not self.unreported:
+            return []
+        tasks = self.tasks
+        out = []
+        for keys, nbytes, peer, seconds in self.unreported:
+            held = []
+            for key in keys:
+                ts = tasks.get(key)
+                if ts is not None and ts.state == "memory" and ts.scheduler_holds:
+                    held.append(key)
+            out.append((tuple(held), nbytes, peer, seconds))
+        self.unreported = []
+        return out
 
     # ------------------------------------------------------------- scheduling
 
@@ -282,8 +321,7 @@ class WorkerState:
         if ts.state == "memory":
             ts.assigned = False
             ts.scheduler_holds = True
-            self._send(m.TaskFinished(self.address, ts.key, ts.nbytes, ts.type_name, 0.0, 0.0,
-                                      e.run_id, e.stimulus_id))
+            self._send_finished(ts, ts.nbytes, ts.type_name, 0.0, 0.0, e.run_id, e.stimulus_id)
             return
         if ts.state == "cancelled":
             if e.run_spec == ts.run_spec:
@@ -428,8 +466,8 @@ class WorkerState:
         ts.assigned = False
         ts.scheduler_holds = True
         self.transition(ts, "memory")
-        self._send(m.TaskFinished(self.address, ts.key, e.nbytes, e.type_name, e.duration,
-                                  e.stop, ts.run_id, e.stimulus_id))
+        self._send_finished(ts, e.nbytes, e.type_name, e.duration, e.stop, ts.run_id,
+                            e.stimulus_id)
 
     def _execute_failure(self, e: ev.ExecuteFailure) -> None:
         ts = self.tasks.get(e.key)
@@ -466,6 +504,7 @@ class WorkerState:
         by_key = {ts.key: ts for ts in requested}
         arrived: list[m.Key] = []
         arrived_bytes = 0
+        asked = False  # some of it is a copy the scheduler asked for (AcquireReplicas)
         for key, nbytes in e.received:
             ts = by_key.get(key)
             if ts is None or self.tasks.get(key) is not ts or ts.state != "flight":
@@ -484,16 +523,20 @@ class WorkerState:
                 continue
             self.transition(ts, "memory")
             ts.scheduler_holds = True
+            asked = asked or ts.replicate
             ts.replicate = False
             arrived.append(key)
             arrived_bytes += max(nbytes, 0)
             if ts.assigned:
                 ts.assigned = False
-                self._send(m.TaskFinished(self.address, key, nbytes, ts.type_name, 0.0, 0.0,
-                                          ts.run_id, e.stimulus_id))
+                self._send_finished(ts, nbytes, ts.type_name, 0.0, 0.0, ts.run_id,
+                                    e.stimulus_id)
         if arrived:
-            self._send(m.AddKeys(self.address, tuple(arrived), e.worker, arrived_bytes,
-                                 e.seconds, e.stimulus_id))
+            if asked or arrived_bytes >= m.REPORT_AT_ONCE_BYTES:
+                self._send(m.AddKeys(self.address, tuple(arrived), e.worker, arrived_bytes,
+                                     e.seconds, e.stimulus_id))
+            else:
+                self.unreported.append((tuple(arrived), arrived_bytes, e.worker, e.seconds))
         missing = set(e.missing)
         for ts in requested:
             if ts.key in missing:
@@ -565,6 +608,8 @@ class WorkerState:
             raise InvariantError(f"ready heap {live_ready} / tasks {n_ready} / count {self.n_ready}")
         if len(self.executing) > self.nthreads:
             raise InvariantError(f"{len(self.executing)} executing on {self.nthreads} threads")
+        if self.unreported and not self._busy():
+            raise InvariantError(f"transfers {self.unreported} unreported by an idle worker")
         filed = [ts for todo in self.fetch_by_peer.values() for ts in todo]
         if len(filed) != self.n_fetch or len(set(filed)) != len(filed):
             raise InvariantError("fetch index count mismatch")

@@ -17,8 +17,10 @@ from collections.abc import Callable
 from typing import Any
 
 from teamster.core import messages as m
-from teamster.core.story import InvalidTransition, InvariantError, StoryEntry, TransitionLog
+from teamster.core.story import InvalidTransition, StoryEntry, TransitionLog
 from teamster.core.worker import events as ev
+from teamster.core.worker import validation
+from teamster.core.worker.entities import WorkerTask
 from teamster.core.worker.instructions import (
     DeleteData,
     Execute,
@@ -27,67 +29,11 @@ from teamster.core.worker.instructions import (
     WorkerInstruction,
 )
 
-WORKER_TASK_STATES = (
-    "released",  # known but not scheduled for anything (transient)
-    "waiting",  # assigned; some inputs not here yet
-    "fetch",  # an input to fetch from a peer
-    "flight",  # an input being fetched
-    "ready",  # assigned, inputs here, waiting for a thread
-    "executing",  # running on a thread
-    "cancelled",  # running, but the scheduler no longer wants it
-    "memory",  # value in the local store
-    "error",  # ran and raised
-    "forgotten",
-)
-
 #: Peers fetched from at once; more only adds contention on the links.
 MAX_CONCURRENT_GATHERS = 4
 #: Bytes requested from one peer in one message (whole keys; at least one key).
 MAX_GATHER_BYTES = 50_000_000
 MAX_GATHER_KEYS = 1000
-
-
-class WorkerTask:
-    __slots__ = (
-        "key", "state", "run_spec", "priority", "resources", "dependencies", "dependents",
-        "waiting_for_data", "who_has", "nbytes", "assigned", "scheduler_holds", "ready_seq",
-        "coming_from", "type_name", "replicate", "run_id", "next_compute",
-    )
-
-    def __init__(self, key: m.Key) -> None:
-        self.key = key
-        self.state = "released"
-        self.run_spec: m.Serialized | None = None
-        self.priority: m.Priority = ()
-        self.resources: dict[str, float] = {}
-        #: Inputs of an assigned task; mirrored by their ``dependents``.
-        self.dependencies: dict[WorkerTask, None] = {}
-        self.dependents: dict[WorkerTask, None] = {}
-        #: Inputs not yet in memory here; non-empty only while waiting.
-        self.waiting_for_data: dict[WorkerTask, None] = {}
-        #: Peers the scheduler says hold this input.
-        self.who_has: list[str] = []
-        self.nbytes = -1
-        self.type_name = ""
-        #: The scheduler asked this worker to compute it.
-        self.assigned = False
-        #: The scheduler counts this worker as a holder of the value.
-        self.scheduler_holds = False
-        self.ready_seq = -1
-        #: The peer it is being fetched from (state flight).
-        self.coming_from: str | None = None
-        #: The scheduler asked for a copy (AcquireReplicas): fetch and keep it
-        #: even if no local task reads it. Cleared once it is here.
-        self.replicate = False
-        #: The scheduler's id of the current assignment, echoed in every report on it.
-        self.run_id = -1
-        #: A ComputeTask for a *different* computation under this key that
-        #: arrived while the old one still runs cancelled (the key was
-        #: released and resubmitted): started once the thread is free.
-        self.next_compute: m.ComputeTask | None = None
-
-    def __repr__(self) -> str:
-        return f"<WorkerTask {self.key!r} {self.state}>"
 
 
 class WorkerState:
@@ -168,7 +114,7 @@ class WorkerState:
     def _validate_after_event(self) -> None:
         for ts in self._touched:
             if ts.state != "forgotten":
-                self._validate_task(ts.key, ts)
+                validation.validate_task(self, ts.key, ts)
         self._touched.clear()
         # A full check costs O(tasks): amortise it like the scheduler does.
         self._events_since_full_validation += 1
@@ -599,63 +545,8 @@ class WorkerState:
     # ------------------------------------------------------------- validation
 
     def validate(self) -> None:
-        live_ready = 0
-        for _, seq, ts in self.ready:
-            if ts.ready_seq == seq and ts.state == "ready":
-                live_ready += 1
-        n_ready = sum(1 for ts in self.tasks.values() if ts.state == "ready")
-        if not live_ready == n_ready == self.n_ready:
-            raise InvariantError(f"ready heap {live_ready} / tasks {n_ready} / count {self.n_ready}")
-        if len(self.executing) > self.nthreads:
-            raise InvariantError(f"{len(self.executing)} executing on {self.nthreads} threads")
-        if self.unreported and not self._busy():
-            raise InvariantError(f"transfers {self.unreported} unreported by an idle worker")
-        filed = [ts for todo in self.fetch_by_peer.values() for ts in todo]
-        if len(filed) != self.n_fetch or len(set(filed)) != len(filed):
-            raise InvariantError("fetch index count mismatch")
-        for ts in self.executing:
-            if self.tasks.get(ts.key) is not ts:
-                self._fail(ts, "occupies a thread but is not registered")
-        for key, ts in self.tasks.items():
-            self._validate_task(key, ts)
-        for peer, batch in self.in_flight.items():
-            for ts in batch:
-                if ts.state == "flight" and ts.coming_from != peer:
-                    self._fail(ts, f"in flight from {peer} but coming_from {ts.coming_from}")
-
-    def _fail(self, ts: WorkerTask, what: str) -> None:
-        lines = "\n".join(f"  {e.start} -> {e.finish} ({e.stimulus_id})"
-                          for e in self.story(ts.key)[-20:])
-        raise InvariantError(f"{what}\nworker task {ts.key!r} in {ts.state!r}; story:\n{lines}")
-
-    def _validate_task(self, key: m.Key, ts: WorkerTask) -> None:
-        if ts.key != key or ts.state not in WORKER_TASK_STATES or ts.state == "forgotten":
-            self._fail(ts, "bad registration")
-        if ts.state == "waiting":
-            expected = {d for d in ts.dependencies if d.state != "memory"}
-            if expected != set(ts.waiting_for_data) or not expected:
-                self._fail(ts, "waiting_for_data differs from inputs not in memory")
-        elif ts.waiting_for_data:
-            self._fail(ts, "waiting_for_data set outside waiting")
-        if ts.state in ("ready", "executing"):
-            for d in ts.dependencies:
-                if d.state != "memory":
-                    self._fail(ts, f"runs before input {d.key!r} arrived")
-        if (ts.state in ("executing", "cancelled")) != (ts in self.executing):
-            self._fail(ts, "executing index disagrees")
-        filed = any(ts in todo for todo in self.fetch_by_peer.values()) if self.n_fetch else False
-        if (ts.state == "fetch") != filed:
-            self._fail(ts, "fetch state disagrees with the fetch index")
-        if ts.state == "flight" and ts not in self.in_flight.get(ts.coming_from or "", ()):
-            self._fail(ts, "flight without a request in flight")
-        for d in ts.dependencies:
-            if ts not in d.dependents or self.tasks.get(d.key) is not d:
-                self._fail(ts, f"dependency {d.key!r} not linked back")
-        for d in ts.dependents:
-            if ts not in d.dependencies:
-                self._fail(ts, f"dependent {d.key!r} not linked back")
-        if ts.state in ("memory", "fetch", "flight") and not self._needed(ts):
-            self._fail(ts, "held or fetched but needed by nobody")
+        """Cross-check every index (raises InvariantError with the task's story)."""
+        validation.validate(self)
 
 
 # ---------------------------------------------------------------- transitions

@@ -11,7 +11,8 @@ is a fresh child process of the CLI contract (``teamster simulate ... --json
 --no-validate``), as in ``sim_scale.py``. Printed per run: makespan / lower
 bound, steal requests, bytes moved between workers, and scheduler CPU per
 task (the minimum over ``--repeat`` runs: interference only adds; the
-virtual-time figures do not depend on it).
+virtual-time figures do not depend on it); then each run's threads-busy
+timeline (``teamster.sim.timeline``): when the time above the bound was lost.
 
 Targets (``--check`` exits 1 unless met): every ratio at most 1.10 at the
 largest size (1,000 workers by default) and at most 30 us of scheduler CPU
@@ -34,6 +35,7 @@ sys.path.insert(0, str(REPO_ROOT / "src"))  # teamster, if not installed in this
 import compiled_core  # noqa: E402 - benchmarks/, next to this script
 
 from teamster.sim.balance_workloads import TASKS_PER_WORKER, balance_tasks  # noqa: E402
+from teamster.sim.timeline import sparkline  # noqa: E402
 
 RATIO_TARGET = 1.10
 CPU_TARGET_US = 30.0
@@ -89,6 +91,13 @@ def print_table(rows: list[dict[str, Any]], repeat: int) -> None:
               f"{r['lower_bound']:.3f} | {r['ratio']:.3f} | {r['steals']:,} | "
               f"{r['bytes_moved'] / 1e9:.2f} | {r['scheduler_cpu_per_task_us']:.2f} | "
               f"{r['wall_s']:.1f} |")
+    print("\nThreads busy over each run (40 equal bins from t=0 to the makespan; "
+          "blank: idle, full block: all busy):\n")
+    for r in rows:
+        u = r.get("utilisation")
+        if u:
+            print(f"    {r['workload']:<22} {r['workers']:>6,} |{sparkline(u)}| "
+                  f"lowest {min(u):.0%}, mean {sum(u) / len(u):.0%}")
 
 
 def verdicts(rows: list[dict[str, Any]], largest: int) -> list[str]:

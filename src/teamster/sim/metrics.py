@@ -24,17 +24,22 @@ Definitions (all virtual time unless marked wall or CPU):
   scheduler process spends, without the simulator's cache pollution.
 - ``events``: events delivered to any core (scheduler, workers) -- the
   length of the trace; ``heap_events``: everything the loop ran.
+- ``utilisation``: the makespan in ``TIMELINE_BINS`` equal bins, each the
+  share of the connected workers' threads that were busy (see
+  ``timeline.py``): where the time above the lower bound was lost.
 - ``wall_s``: wall-clock seconds of the run (workload build excluded,
   ``build_s``); ``peak_rss_mb``: the process's peak resident memory so far.
 """
 
 from __future__ import annotations
 
+import math
 import resource
 import sys
 from typing import TYPE_CHECKING, Any
 
 from teamster.sim.scheduler import calibrate_clock
+from teamster.sim.timeline import sparkline
 
 if TYPE_CHECKING:
     from teamster.sim.run import Simulation
@@ -108,6 +113,9 @@ def report(sim: Simulation) -> dict[str, Any]:
         "trace_hash": sim.engine.trace_hash() if sim.engine.trace_enabled else None,
         "wall_s": sim.wall_s,
         "peak_rss_mb": peak_rss_mb(),
+        "utilisation": [round(u, 4) for u in sim.busy.utilisation(
+            ((ws.join, math.inf if ws.leave is None else ws.leave, ws.nthreads)
+             for ws in w.workers), makespan)],
     }
 
 
@@ -140,4 +148,8 @@ def format_report(r: dict[str, Any]) -> str:
            f"every {r['validate_every']:,} events"),
         f"  trace hash    {r['trace_hash']}",
     ]
+    if r.get("utilisation"):
+        u = r["utilisation"]
+        lines.insert(3, f"  threads busy  |{sparkline(u)}| (t=0 to the makespan; "
+                        f"lowest {min(u):.0%}, mean {sum(u) / len(u):.0%})")
     return "\n".join(lines)

@@ -43,6 +43,7 @@ from teamster.sim.metrics import report
 from teamster.sim.network import BATCH_INTERVAL, DEFAULT_BANDWIDTH, DEFAULT_LATENCY, Network
 from teamster.sim.scheduler import SimScheduler
 from teamster.sim.scheduler import replay as replay_events
+from teamster.sim.timeline import BusyTimeline
 from teamster.sim.workers import SimWorker, ident
 from teamster.sim.workload import WorkerSpec, Workload
 from teamster.sim.workloads import build_workload
@@ -119,6 +120,8 @@ class Simulation:
         self.client = SimClient(self)
         #: Completed (not cancelled) executions per key index.
         self.runs = array("i", bytes(4 * len(workload.keys)))
+        #: Every execution's (start, end), for the utilisation timeline.
+        self.busy = BusyTimeline()
         record = small if record_placement is None else record_placement
         #: Key index -> the workers that ran it, when recording (small runs).
         self.ran_on: dict[int, list[str]] | None = {} if record else None

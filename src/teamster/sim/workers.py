@@ -135,7 +135,9 @@ class SimWorker:
         sim = self.sim
         w = sim.workload
         key = w.keys[i]
-        self.running.pop(key, None)
+        started = self.running.pop(key, None)
+        if started is not None:
+            sim.busy.add(started, sim.engine.now)
         ts = self.state.tasks.get(key)
         if ts is not None and ts.state == "executing":
             self.executed += 1

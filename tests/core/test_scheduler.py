@@ -153,6 +153,42 @@ def test_long_tasks_get_no_deep_queue() -> None:
     assert s.counts() == {"memory": 1, "processing": 2, "queued": 3}
 
 
+def test_a_200ms_task_gets_nothing_queued_behind_it_unless_it_reads_a_large_input() -> None:
+    s = scheduler(register_worker(A, nthreads=1))
+    s.handle(graph("c", spec("slow-0"), sid="g0"))
+    s.handle(finished(s, A, "slow-0", duration=0.2, sid="f0"))
+    # The round trip a queued task would hide is 5% of a 200 ms run, and it
+    # would wait the whole run while other workers start later tasks: none.
+    out = s.handle(graph("c", *[spec(f"slow-{i}", priority=(0, i)) for i in (1, 2, 3)], sid="g1"))
+    assert out == [compute(A, "slow-1", (0, 2, 1), "g1")]
+    assert s.counts() == {"memory": 1, "processing": 1, "queued": 2}
+    # 50 ms tasks: one queued behind the running one hides the round trip.
+    s = scheduler(register_worker(A, nthreads=1))
+    s.handle(graph("c", spec("mid-0"), sid="g0"))
+    s.handle(finished(s, A, "mid-0", duration=0.05, sid="f0"))
+    out = s.handle(graph("c", *[spec(f"mid-{i}", priority=(0, i)) for i in (1, 2, 3)], sid="g1"))
+    assert out == [compute(A, "mid-1", (0, 2, 1), "g1"), compute(A, "mid-2", (0, 2, 2), "g1")]
+
+
+def test_a_200ms_reader_of_a_large_input_gets_one_queued_behind_it() -> None:
+    # A queued reader fetches its input while the running one runs: that
+    # hides a transfer, not just a round trip.
+    s = scheduler(register_worker(A, nthreads=1))
+    s.handle(m.ScatteredData("c", (("big", (A,), 50_000_000),), "sc"))
+    s.handle(graph("c", spec("read-0", "big"), wanted=("read-0",), sid="g0"))
+    s.handle(finished(s, A, "read-0", duration=0.2, sid="f0"))
+    keys = ("read-1", "read-2", "read-3")
+    out = s.handle(graph("c", *[spec(k, "big", priority=(0, i)) for i, k in enumerate(keys)],
+                         wanted=keys, sid="g1"))
+    assert [(o.worker, o.msg.key) for o in out] == [(A, "read-1"), (A, "read-2")]
+    assert s.workers[A].large_readers.keys() == {s.tasks["read-1"], s.tasks["read-2"]}
+    # Its readers done, the worker is an ordinary one again.
+    s.handle(finished(s, A, "read-1", duration=0.2, sid="f1"))
+    s.handle(finished(s, A, "read-2", duration=0.2, sid="f2"))
+    s.handle(finished(s, A, "read-3", duration=0.2, sid="f3"))
+    assert not s.workers[A].large_readers
+
+
 def test_occupancy_tracks_estimates_and_queue_drains_to_a_new_worker() -> None:
     s = scheduler(register_worker(A))
     s.handle(graph("c", *[spec(f"t-{i}", priority=(0, i)) for i in range(3)], sid="g1"))

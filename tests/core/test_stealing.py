@@ -175,17 +175,17 @@ def test_a_task_within_its_estimate_blocks_nothing() -> None:
 def test_the_most_backlogged_worker_is_robbed_first() -> None:
     s = scheduler(register_worker(A), register_worker(B))
     s.handle(graph("c", spec("mid-0"), spec("slow-0"), sid="g0"))
-    s.handle(finished(s, A, "mid-0", duration=0.15, sid="f0"))
-    s.handle(finished(s, B, "slow-0", duration=0.1, sid="f1"))
+    s.handle(finished(s, A, "mid-0", duration=0.09, sid="f0"))
+    s.handle(finished(s, B, "slow-0", duration=0.06, sid="f1"))
     s.handle(graph("c", spec("mid-1", priority=(0, 1)), spec("mid-2", priority=(0, 2)),
                    spec("slow-1", priority=(0, 3)), spec("slow-2", priority=(0, 4)), sid="g1"))
     assert [s.tasks[k].processing_on.address for k in ("mid-1", "slow-1", "mid-2", "slow-2")] \
         == [A, A, B, B]
-    # mid-1 has run 250 ms of its 150: A's queue is now the longer one (not
+    # mid-1 has run 150 ms of its 90: A's queue is now the longer one (not
     # yet blocked: that takes twice the estimate).
-    assert s.handle(m.Heartbeat(A, 1.0, (), (("mid-1", 0.25),), "hb")) == []
+    assert s.handle(m.Heartbeat(A, 1.0, (), (("mid-1", 0.15),), "hb")) == []
     assert s.workers[A].occupancy > s.workers[B].occupancy
-    # A joining worker asks A first, then B (a 100 ms task on C still
+    # A joining worker asks A first, then B (a 60 ms task on C still
     # starts sooner than behind B's running one).
     assert s.handle(register_worker(C, sid="rc")) == [
         steal(A, "slow-1", 1, "rc"),

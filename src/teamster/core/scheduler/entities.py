@@ -157,6 +157,7 @@ class WorkerInfo:
         "busy_time",
         "n_incoming",
         "n_outgoing",
+        "large_readers",
         "bandwidth",
         "status",
     )
@@ -192,6 +193,9 @@ class WorkerInfo:
         self.n_incoming = 0
         #: Its tasks being stolen by others (still in ``processing``).
         self.n_outgoing = 0
+        #: The tasks of ``processing`` that read a large input: prefetching
+        #: them hides a transfer, not just a round trip (``Placement.is_saturated``).
+        self.large_readers: dict[TaskState, None] = {}
         #: Measured bandwidth of transfers to it, bytes/s (0: none measured yet).
         self.bandwidth = 0.0
         #: "running", or "paused" while the worker is over its memory pause

@@ -58,9 +58,15 @@ class Placement:
         #: busy across one scheduler round trip; deeper queues only add imbalance.
         self.backlog_target = 0.01
         #: Tasks longer than this many backlog targets get no prefetch at all:
-        #: the round trip they would hide is under 5% of their runtime, while a
-        #: task queued behind a long one may wait far longer than elsewhere.
-        self.prefetch_horizon = 20
+        #: the round trip they would hide is under 10% of their runtime, while
+        #: a task queued behind a long one waits for it as others start
+        #: lower-priority work elsewhere (in a DAG, the inputs of the next
+        #: wave arrive late and the cluster runs dry).
+        self.prefetch_horizon = 10
+        #: The same for workers running readers of large inputs: a queued
+        #: reader fetches its input while the running task runs, which hides
+        #: far more than a round trip.
+        self.reader_prefetch_horizon = 20
         #: Hard cap on tasks queued per thread, so memory stays bounded for tiny tasks.
         self.max_per_thread = 500
         self.latency = DEFAULT_LATENCY
@@ -115,7 +121,8 @@ class Placement:
         if n >= threads * self.max_per_thread:
             return True
         average = ws.occupancy / n
-        if average > self.prefetch_horizon * self.backlog_target:
+        horizon = self.reader_prefetch_horizon if ws.large_readers else self.prefetch_horizon
+        if average > horizon * self.backlog_target:
             return True  # long (or not yet measured) tasks: one per thread
         return average * (n - threads) >= threads * self.backlog_target
 
@@ -304,6 +311,14 @@ class Placement:
         # None: every candidate needs a crowded copy of an input on a guess;
         # the task waits in the queue for a holder or a measurement.
         return best
+
+
+def reads_large_input(ts: TaskState) -> bool:
+    """Whether running ``ts`` elsewhere than its inputs' holders moves 1 MB or more."""
+    for dts in ts.dependencies:
+        if dts.nbytes >= LARGE_TRANSFER:
+            return True
+    return False
 
 
 def start_fetching_inputs(ts: TaskState, ws: WorkerInfo) -> None:

@@ -30,6 +30,7 @@ from teamster.core.scheduler.placement import (
     LARGE_TRANSFER,
     UNKNOWN_DURATION,
     Placement,
+    reads_large_input,
     start_fetching_inputs,
 )
 from teamster.core.scheduler.report import BalanceReport
@@ -325,6 +326,8 @@ class SchedulerState:
         ws.processing[ts] = duration
         ws.occupancy += duration
         self.n_processing += 1
+        if reads_large_input(ts):
+            ws.large_readers[ts] = None
         start_fetching_inputs(ts, ws)
         self.update_idle(ws)
         self.out.append(SendToWorker(ws.address, tr.compute_message(self, ts, stimulus_id)))
@@ -332,6 +335,8 @@ class SchedulerState:
     def unassign(self, ts: TaskState, ws: WorkerInfo) -> None:
         ws.occupancy -= ws.processing.pop(ts)
         self.n_processing -= 1
+        if ws.large_readers:
+            ws.large_readers.pop(ts, None)
         if not ws.processing and not ws.n_incoming:
             ws.occupancy = 0.0  # no float drift survives an empty queue
         ts.processing_on = None

@@ -130,6 +130,9 @@ def validate_state(s: SchedulerState) -> None:
         for ts in ws.processing:
             if ts.processing_on is not ws:
                 _fail(s, ts, f"listed as processing on {addr}")
+        for ts in ws.large_readers:
+            if ts.processing_on is not ws:
+                _fail(s, ts, f"listed as a large-input reader on {addr}")
         for ts in ws.has_what:
             if ws not in ts.who_has:
                 _fail(s, ts, f"listed in has_what of {addr}")

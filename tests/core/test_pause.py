@@ -151,3 +151,16 @@ def test_repeated_pause_is_reported_once() -> None:
     assert w.handle(ev.PauseChanged(True, "p2")) == []
     assert w.handle(ev.PauseChanged(False, "r1")) == [status("running", "r1")]
     assert w.handle(ev.PauseChanged(False, "r2")) == []
+
+
+def test_a_paused_worker_with_nothing_running_reports_a_copy_as_it_lands() -> None:
+    # y's input was on its way when the worker paused. Once it lands, y is
+    # ready but will not start until the worker resumes, which may be
+    # never: no result would carry the copy, so it is reported at once.
+    w = worker()
+    w.handle(compute_task("y", ("a", (P,), 10), sid="cy"))
+    w.handle(ev.PauseChanged(True, "p"))
+    assert w.handle(ev.GatherDepSuccess(P, (("a", 10),), (), 0.0, "got-a")) == [
+        SendToScheduler(m.AddKeys(ME, ("a",), P, 10, 0.0, "got-a")),
+    ]
+    assert w.tasks["y"].state == "ready"

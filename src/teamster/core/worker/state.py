@@ -151,9 +151,12 @@ class WorkerState:
     def _busy(self) -> bool:
         """Some task runs, waits for a thread or waits for an input: an event
         will come (its end, or a transfer landing) that either sends a
-        TaskFinished or finds the worker idle."""
-        return bool(self.n_ready or self.n_fetch or self.in_flight) or any(
-            ts.state == "executing" for ts in self.executing)
+        TaskFinished or finds the worker idle. While paused, tasks waiting
+        for a thread or an input start nothing (maybe never): only running
+        tasks and transfers already under way count."""
+        if self.in_flight or (not self.paused and (self.n_ready or self.n_fetch)):
+            return True
+        return any(ts.state == "executing" for ts in self.executing)
 
     def _take_transfers(self) -> list[tuple[tuple[m.Key, ...], int, str, float]]:
         """The unreported transfers, less keys no longer held for the scheduler."""

@@ -313,21 +313,20 @@ class Placement:
         return best
 
 
-def reads_large_input(ts: TaskState) -> bool:
-    """Whether running ``ts`` elsewhere than its inputs' holders moves 1 MB or more."""
+def start_fetching_inputs(ts: TaskState, ws: WorkerInfo) -> bool:
+    """``ws`` will fetch ``ts``'s missing large inputs: their holders' links get busier.
+
+    Returns whether ``ts`` reads a large input at all (held by ``ws`` or not).
+    """
+    reads_large = False
     for dts in ts.dependencies:
         if dts.nbytes >= LARGE_TRANSFER:
-            return True
-    return False
-
-
-def start_fetching_inputs(ts: TaskState, ws: WorkerInfo) -> None:
-    """``ws`` will fetch ``ts``'s missing large inputs: their holders' links get busier."""
-    for dts in ts.dependencies:
-        if dts.nbytes >= LARGE_TRANSFER and ws not in dts.who_has:
-            if dts.fetching is None:
-                dts.fetching = {}
-            dts.fetching[ws] = None
+            reads_large = True
+            if ws not in dts.who_has:
+                if dts.fetching is None:
+                    dts.fetching = {}
+                dts.fetching[ws] = None
+    return reads_large
 
 
 def stop_fetching_inputs(ts: TaskState, ws: WorkerInfo) -> None:

@@ -30,7 +30,6 @@ from teamster.core.scheduler.placement import (
     LARGE_TRANSFER,
     UNKNOWN_DURATION,
     Placement,
-    reads_large_input,
     start_fetching_inputs,
 )
 from teamster.core.scheduler.report import BalanceReport
@@ -326,9 +325,8 @@ class SchedulerState:
         ws.processing[ts] = duration
         ws.occupancy += duration
         self.n_processing += 1
-        if reads_large_input(ts):
+        if start_fetching_inputs(ts, ws):
             ws.large_readers[ts] = None
-        start_fetching_inputs(ts, ws)
         self.update_idle(ws)
         self.out.append(SendToWorker(ws.address, tr.compute_message(self, ts, stimulus_id)))
 

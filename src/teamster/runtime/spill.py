@@ -30,10 +30,8 @@ import itertools
 import logging
 import math
 import os
-import shutil
 import struct
 import sys
-import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, MutableMapping
@@ -41,6 +39,7 @@ from typing import Any
 
 from teamster.core.messages import Key, Serialized
 from teamster.runtime.comm import deserialize, serialize
+from teamster.runtime.workspace import WorkerDirectory
 
 logger = logging.getLogger("teamster.spill")
 
@@ -88,6 +87,7 @@ class SpillStore(MutableMapping[Key, Any]):
         #: ``directory`` (or the system's temp dir), removed by ``close``.
         self.parent_directory = directory
         self.directory: str | None = None
+        self._workspace: WorkerDirectory | None = None
         #: Bytes of values kept in memory; beyond it the least recently used go to disk.
         self.target = target
         self.owner = owner
@@ -347,10 +347,9 @@ class SpillStore(MutableMapping[Key, Any]):
         if self.directory is None:
             with self._lock:
                 if self.directory is None:
-                    parent = self.parent_directory
-                    if parent is not None:
-                        os.makedirs(parent, exist_ok=True)
-                    self.directory = tempfile.mkdtemp(prefix="teamster-worker-", dir=parent)
+                    # (Also removes the folders of workers that died here.)
+                    self._workspace = WorkerDirectory(self.parent_directory)
+                    self.directory = self._workspace.path
         return self.directory
 
     def close(self) -> None:
@@ -360,9 +359,10 @@ class SpillStore(MutableMapping[Key, Any]):
             self._disk.clear()
             self._sizes.clear()
             self.fast_bytes = self.spilled_bytes = self.disk_bytes = 0
-            directory, self.directory = self.directory, None
-        if directory is not None:
-            shutil.rmtree(directory, ignore_errors=True)
+            workspace, self._workspace = self._workspace, None
+            self.directory = None
+        if workspace is not None:
+            workspace.close()
 
     def metrics(self) -> tuple[tuple[str, float], ...]:
         return (

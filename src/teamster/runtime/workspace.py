@@ -77,7 +77,7 @@ class WorkerDirectory:
 
 def remove_abandoned(parent: str) -> list[str]:
     """Remove the spill folders in ``parent`` whose worker is gone; returns their paths."""
-    removed = []
+    removed: list[str] = []
     try:
         names = os.listdir(parent)
     except OSError:

@@ -13,6 +13,7 @@ Every wait is on a condition with a deadline; nothing sleeps to synchronise.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -24,7 +25,7 @@ import pytest
 
 from teamster import Client, LocalCluster
 from teamster.cluster.local import _read_address, _terminate
-from teamster.errors import CancelledError, FutureLostError, KilledWorker
+from teamster.errors import CancelledError, ClosedClientError, FutureLostError, KilledWorker
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -373,3 +374,29 @@ def test_a_failing_tick_does_not_stop_the_scheduler_ticking():
         return len(ticks)
 
     assert asyncio.run(main()) >= 3
+
+
+def test_a_read_only_request_is_asked_again_after_the_connection_drops():
+    with LocalCluster(n_workers=1, threads_per_worker=1) as cluster, \
+            Client(cluster, timeout=30) as client:
+        x = client.submit(inc, 1, key="x")
+        assert x.result(timeout=30) == 2
+
+        async def ask_then_drop(op, args):
+            asked = asyncio.ensure_future(client._request(op, args))
+            await asyncio.sleep(0)  # (a yield, not a wait: the request is now sent)
+            client._comm.abort()  # its reply will never come on this connection
+            return await asked
+
+        # Read-only: asked again once reconnected, and answered.
+        info = client._loop.run(ask_then_drop("scheduler_info", {}))
+        assert len(info["workers"]) == 1
+        assert client.reconnections == 1
+        who_has = client._loop.run(ask_then_drop("who_has", {"keys": ["x"]}))
+        assert list(who_has) == ["x"] and who_has["x"]
+        assert client.reconnections == 2
+        # Not read-only (it may have taken effect): the caller hears of the drop.
+        with pytest.raises(ClosedClientError, match="lost the scheduler connection"):
+            client._loop.run(ask_then_drop("retire_workers",
+                                           {"workers": ["nobody"], "close": False}))
+        assert client.scheduler_info()["workers"]

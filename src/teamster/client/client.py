@@ -69,6 +69,10 @@ _RELEASE = object()
 #: died before the scheduler re-reports the key elsewhere; a live but slow
 #: worker is simply tried again in the next gather round.
 _WORKER_CONNECT_TIMEOUT = 3.0
+#: Requests that change nothing on the scheduler: asked again after a
+#: reconnection instead of failing with the lost connection. (Others, like
+#: retire_workers, may have taken effect: the caller is told and decides.)
+_READ_ONLY_REQUESTS = frozenset({"who_has", "scheduler_info", "balance_report"})
 
 #: Clients created with set_as_default=True, newest last.
 _default_clients: list[Client] = []
@@ -169,6 +173,8 @@ class Client(ClusterOperations, DaskCollections):
         self._request_ids = itertools.count(1)
         self._scatter_offset = 0
         self._replies: dict[int, asyncio.Future[m.Reply]] = {}
+        #: The read-only requests among them, to ask again after a reconnection.
+        self._read_only: dict[int, m.Request] = {}
         self._comm: Comm | None = None
         self._bsend: BatchedSend | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -319,8 +325,10 @@ class Client(ClusterOperations, DaskCollections):
         self._connected.clear()
         if self._bsend is not None:
             self._bsend.abort()
-        # Replies to requests sent on the lost connection will never come.
-        self._fail_replies(ClosedClientError(f"lost the scheduler connection: {exc}"))
+        # Replies to requests sent on the lost connection will never come:
+        # read-only ones are asked again once reconnected, the rest fail.
+        self._fail_replies(ClosedClientError(f"lost the scheduler connection: {exc}"),
+                           keep=self._read_only)
         if self.reconnect_timeout <= 0:
             self._give_up(exc)
             return
@@ -360,6 +368,8 @@ class Client(ClusterOperations, DaskCollections):
         if keys:
             self._bsend.send(m.UpdateGraph(self.id, (), tuple(keys), 0.0,
                                            self._stimulus("reconnect")))
+        for request in self._read_only.values():
+            self._bsend.send(request)
         self._loop.drain_now()  # then what was queued while disconnected
         if not keys:
             return
@@ -396,10 +406,13 @@ class Client(ClusterOperations, DaskCollections):
                 st.cancel("scheduler-connection-lost")
         self._fail_replies(ClosedClientError(f"lost the scheduler connection: {exc}"))
 
-    def _fail_replies(self, exc: BaseException) -> None:
-        replies, self._replies = self._replies, {}
-        for fut in replies.values():
-            if not fut.done():
+    def _fail_replies(self, exc: BaseException, keep: Mapping[int, Any] | None = None) -> None:
+        """Fail the requests awaiting a reply, except those in ``keep``."""
+        replies = self._replies
+        keep = keep or {}
+        self._replies = {rid: fut for rid, fut in replies.items() if rid in keep}
+        for rid, fut in replies.items():
+            if rid not in keep and not fut.done():
                 fut.set_exception(exc)
 
     def _on_key_in_memory(self, msg: m.KeyInMemory) -> None:
@@ -437,12 +450,16 @@ class Client(ClusterOperations, DaskCollections):
         rid = next(self._request_ids)
         fut: asyncio.Future[m.Reply] = asyncio.get_running_loop().create_future()
         self._replies[rid] = fut
-        self._loop.outbox.append(m.Request(rid, op, args or {}, self._stimulus(op)))
+        request = m.Request(rid, op, args or {}, self._stimulus(op))
+        if op in _READ_ONLY_REQUESTS:
+            self._read_only[rid] = request
+        self._loop.outbox.append(request)
         self._loop.drain_now()
         try:
             reply = await fut
         finally:
             self._replies.pop(rid, None)
+            self._read_only.pop(rid, None)
         if not reply.ok:
             raise RuntimeError(f"the scheduler could not answer {op!r}: {reply.result}")
         return reply.result

@@ -400,3 +400,24 @@ def test_a_read_only_request_is_asked_again_after_the_connection_drops():
             client._loop.run(ask_then_drop("retire_workers",
                                            {"workers": ["nobody"], "close": False}))
         assert client.scheduler_info()["workers"]
+
+
+def test_closing_the_scheduler_fails_a_clients_futures_at_once(tmp_path, caplog):
+    # Nothing to reconnect to: no 30 s of reconnection attempts and no
+    # warning, but an immediate, explicit failure of what waits.
+    cluster = LocalCluster(n_workers=1, threads_per_worker=1)
+    try:
+        client = Client(cluster, timeout=30, reconnect_timeout=300)
+        running = client.submit(wait_for_file, str(tmp_path / "never"), 1)
+        wait_until(lambda: client.scheduler_info()["tasks"].get("processing"),
+                   what="the task running")
+    finally:
+        with caplog.at_level("INFO", "teamster"):
+            cluster.close()
+    with pytest.raises(CancelledError, match="scheduler-closed"):
+        running.result(timeout=60)  # (reconnecting would have taken 300 s)
+    with pytest.raises(ClosedClientError, match="closing"):
+        client.submit(inc, 1)
+    assert client.reconnections == 0
+    assert "lost its scheduler" not in caplog.text
+    client.close()

@@ -189,6 +189,7 @@ class Client(ClusterOperations, DaskCollections):
             m.KeyErred: self._on_key_erred,
             m.KeyCancelled: self._on_key_cancelled,
             m.Reply: self._on_reply,
+            m.Shutdown: self._on_shutdown,
         }
         self._loop = LoopThread(f"teamster-{self.id}", self._drain)
         try:
@@ -400,11 +401,20 @@ class Client(ClusterOperations, DaskCollections):
     def _give_up(self, exc: BaseException) -> None:
         """Reconnecting failed: fail everything that waits, refuse new work."""
         logger.warning("%s lost its scheduler %s: %s", self.id, self.scheduler_address, exc)
+        self._stop("scheduler-connection-lost", f"lost the scheduler connection: {exc}")
+
+    def _on_shutdown(self, msg: m.Shutdown) -> None:
+        """The scheduler is closing: there is nothing to reconnect to."""
+        logger.info("%s: its scheduler %s closed", self.id, self.scheduler_address)
+        self._stop("scheduler-closed", f"the scheduler {self.scheduler_address} closed")
+
+    def _stop(self, reason: str, message: str) -> None:
+        """Fail everything that waits and refuse new work."""
         self.status = "closing"
         for st in list(self.futures.values()):
             if st.status == "pending":
-                st.cancel("scheduler-connection-lost")
-        self._fail_replies(ClosedClientError(f"lost the scheduler connection: {exc}"))
+                st.cancel(reason)
+        self._fail_replies(ClosedClientError(message))
 
     def _fail_replies(self, exc: BaseException, keep: Mapping[int, Any] | None = None) -> None:
         """Fail the requests awaiting a reply, except those in ``keep``."""

@@ -131,19 +131,18 @@ class SchedulerServer:
         for fut in self._retirements.values():
             if not fut.done():
                 fut.set_exception(RuntimeError("the scheduler closed before retirement finished"))
-        # Workers are told to go, so they exit cleanly instead of reporting a
-        # lost scheduler; the flushes are bounded and concurrent.
-        workers, self._workers = list(self._workers.values()), {}
+        # Workers and clients are told, so workers exit cleanly and clients
+        # fail what waits at once, instead of both reporting a lost scheduler
+        # and trying to reconnect; the flushes are bounded and concurrent.
+        streams = [*self._workers.values(), *self._clients.values()]
+        self._workers = {}
         stimulus_id = self._stimulus("scheduler-close")
-        await asyncio.gather(*(self._close_worker_stream(comm, bsend, "the scheduler closed",
-                                                         stimulus_id)
-                               for comm, bsend in workers))
-        # (The listener aborts every connection it serves: workers first.)
+        await asyncio.gather(*(self._close_stream(comm, bsend, "the scheduler closed",
+                                                  stimulus_id)
+                               for comm, bsend in streams))
+        # (The listener aborts every connection it serves.)
         if self._listener is not None:
             await self._listener.close()
-        for comm, bsend in list(self._clients.values()):
-            bsend.abort()
-            comm.abort()
         for task in list(self._background):
             task.cancel()
 
@@ -192,7 +191,7 @@ class SchedulerServer:
                         bsend.abort()
                         comm.abort()
                     else:
-                        self._spawn(self._close_worker_stream(*stream, instr.reason,
+                        self._spawn(self._close_stream(*stream, instr.reason,
                                                               instr.stimulus_id))
             elif isinstance(instr, RetirementDone):
                 fut = self._retirements.pop(instr.request_id, None)
@@ -206,9 +205,10 @@ class SchedulerServer:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _close_worker_stream(self, comm: Comm, bsend: BatchedSend, reason: str,
-                                   stimulus_id: str) -> None:
-        """Tell a worker to exit (``Shutdown``), flush, then close its stream."""
+    async def _close_stream(self, comm: Comm, bsend: BatchedSend, reason: str,
+                            stimulus_id: str) -> None:
+        """Tell a worker or client the scheduler is done with it (``Shutdown``),
+        flush, then close its stream."""
         bsend.send(m.Shutdown(reason, stimulus_id))
         try:
             await asyncio.wait_for(bsend.close(), SHUTDOWN_FLUSH_TIMEOUT)

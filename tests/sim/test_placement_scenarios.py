@@ -70,3 +70,45 @@ def test_workers_joining_mid_run_share_the_work() -> None:
     w = build_workload("balance-growing", workers=8, tasks=600, seed=1)
     r = Simulation(w).run()
     assert r["ratio"] < 1.1
+
+
+def list_scheduling_dag_makespan(w: Workload, workers: int) -> float:
+    """``list_scheduling_makespan`` for a graph: each ready task, lowest
+    index first, to the first free worker, with no overhead at all."""
+    n = len(w.keys)
+    dependents: list[list[int]] = [[] for _ in range(n)]
+    missing = [len(d) for d in w.deps]
+    for i, deps in enumerate(w.deps):
+        for j in deps:
+            dependents[j].append(i)
+    ready = [i for i in range(n) if not missing[i]]
+    heapq.heapify(ready)
+    running: list[tuple[float, int]] = []
+    now, free, done = 0.0, workers, 0
+    while done < n:
+        while free and ready:
+            i = heapq.heappop(ready)
+            heapq.heappush(running, (now + w.durations[i], i))
+            free -= 1
+        now, i = heapq.heappop(running)
+        free += 1
+        done += 1
+        for k in dependents[i]:
+            missing[k] -= 1
+            if not missing[k]:
+                heapq.heappush(ready, k)
+    return now
+
+
+def test_long_tasks_of_a_dag_are_not_queued_behind_other_long_ones() -> None:
+    """balance-random-dag (tasks of 1, 20 and 200 ms, each reading 1-3 recent
+    ones) on 300 workers.
+
+    A 200 ms task handed to a worker that is still running another one waits
+    up to 200 ms, while other workers start later tasks; the inputs of the
+    next wave come late and the cluster runs dry. Prefetching 200 ms tasks
+    ended 1.149x past list scheduling in the same order; without, 1.049."""
+    w = build_workload("balance-random-dag", workers=300, tasks=30_000, seed=0)
+    r = Simulation(w).run()
+    assert r["makespan"] <= 1.08 * list_scheduling_dag_makespan(w, 300)
+

@@ -2,8 +2,8 @@
 
 A worker that is killed outright (SIGKILL, the kernel's OOM killer, a node
 losing power) cannot remove its spill folder, and on a long-lived machine
-those folders fill the disk. So each folder ``teamster-worker-XXXX`` comes
-with a lock file ``teamster-worker-XXXX.lock`` beside it, which its worker
+those folders fill the disk. So each folder ``teamster-worker-<random>`` comes
+with a lock file ``teamster-worker-<random>.lock`` beside it, which its worker
 holds (``flock``) for as long as it lives: the kernel releases the lock when
 the process ends, however it ends. A worker creating its folder first
 removes every sibling whose lock it can take.

@@ -401,6 +401,8 @@ class SchedulerState:
         if ts in cs.wants_what:
             return
         cs.wants_what[ts] = None
+        if ts.who_wants is None:
+            ts.who_wants = {}
         ts.who_wants[cs] = None
         self._report(cs, ts, stimulus_id)
 
@@ -423,6 +425,7 @@ class SchedulerState:
             if ts not in cs.wants_what:
                 continue
             del cs.wants_what[ts]
+            assert ts.who_wants is not None
             del ts.who_wants[cs]
             if self.is_needed(ts):
                 continue

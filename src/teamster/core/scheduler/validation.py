@@ -46,7 +46,7 @@ def validate_task(s: SchedulerState, ts: TaskState) -> None:
     for dts in ts.dependencies:
         if pending and ts not in dts.waiters:
             _fail(s, ts, f"pending task missing from waiters of {dts.key!r}")
-    for cs in ts.who_wants:
+    for cs in ts.who_wants or ():
         if ts not in cs.wants_what or s.clients.get(cs.client_id) is not cs:
             _fail(s, ts, f"who_wants/wants_what disagree for {cs.client_id}")
     for ws in ts.who_has:
@@ -159,5 +159,5 @@ def validate_state(s: SchedulerState) -> None:
             _fail(s, head, "tasks queued while workers are idle")
     for cid, cs in s.clients.items():
         for ts in cs.wants_what:
-            if cs not in ts.who_wants or s.tasks.get(ts.key) is not ts:
+            if not ts.who_wants or cs not in ts.who_wants or s.tasks.get(ts.key) is not ts:
                 _fail(s, ts, f"client {cid} wants a task that does not know it")

@@ -27,6 +27,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -61,6 +62,13 @@ SETTINGS = settings(
     phases=(Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink),
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+
+
+#: Hypothesis shrinks a failure for up to 300 s (its MAX_SHRINKING_SECONDS),
+#: as long as the suite's per-test timeout: a failing property test was
+#: killed mid-shrink, and its minimal example and reproduction blob were
+#: never printed. Room for generation, the shrink and the report.
+pytestmark = pytest.mark.timeout(900)
 
 
 class WorldFailure(AssertionError):

@@ -20,6 +20,7 @@ removes every sibling whose lock it can take.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -41,7 +42,7 @@ class WorkerDirectory:
     def __init__(self, parent: str | None = None) -> None:
         parent = parent if parent is not None else tempfile.gettempdir()
         os.makedirs(parent, exist_ok=True)
-        self.parent = parent
+        #: Folders of dead workers this one removed on creation.
         self.removed = remove_abandoned(parent)
         for _ in range(ATTEMPTS):
             fd, lock_path = tempfile.mkstemp(prefix=PREFIX, suffix=LOCK_SUFFIX, dir=parent)
@@ -56,21 +57,14 @@ class WorkerDirectory:
         try:
             os.mkdir(self.path, 0o700)
         except BaseException:
-            self._release()
+            self.close()
             raise
 
     def close(self) -> None:
         """Remove the folder and its lock file (idempotent)."""
         if self._lock_fd < 0:
             return
-        shutil.rmtree(self.path, ignore_errors=True)
-        self._release()
-
-    def _release(self) -> None:
-        try:
-            os.unlink(self.lock_path)
-        except FileNotFoundError:
-            pass
+        _remove(self.lock_path)
         os.close(self._lock_fd)  # (the lock goes with the last descriptor)
         self._lock_fd = -1
 
@@ -93,19 +87,22 @@ def remove_abandoned(parent: str) -> list[str]:
         try:
             if not _try_lock(fd):
                 continue  # its worker is alive
-            folder = lock_path[: -len(LOCK_SUFFIX)]
-            shutil.rmtree(folder, ignore_errors=True)
-            try:
-                os.unlink(lock_path)
-            except FileNotFoundError:
-                pass
-            removed.append(folder)
+            removed.append(_remove(lock_path))
         finally:
             os.close(fd)
     if removed:
         logger.warning("removed %d spill folder(s) left in %s by workers that died: %s",
                        len(removed), parent, ", ".join(removed))
     return removed
+
+
+def _remove(lock_path: str) -> str:
+    """Remove a folder, then its lock file (the lock still held); returns the folder."""
+    folder = lock_path[: -len(LOCK_SUFFIX)]
+    shutil.rmtree(folder, ignore_errors=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(lock_path)
+    return folder
 
 
 def _try_lock(fd: int) -> bool:

@@ -55,7 +55,7 @@ HEARTBEAT_TIMEOUT = 10.0
 SETTINGS = settings(
     max_examples=300,
     deadline=None,
-    derandomize=False,
+    derandomize=True,
     database=None,
     print_blob=True,
     # "explain" re-runs a failure hundreds of times for little insight here.

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from teamster.core import messages as m
 from teamster.core.scheduler import SchedulerState
 from teamster.core.scheduler.events import RetireWorkers, Tick
@@ -330,3 +332,22 @@ def test_a_refused_retirement_gives_back_the_tasks_only_that_worker_may_run() ->
     assert out[1:] == [compute(A, "g-1", s.tasks["g-1"].priority, "gone",
                                resources=(("GPU", 1.0),))]
     assert states(s, "g-1") == {"g-1": "processing"}
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "known race, not fixed: a FreeKeys answering an earlier incarnation of a key "
+    "deletes the copy a worker acquires later (found by test_properties)"))
+def test_a_stale_result_does_not_free_the_copy_its_worker_is_acquiring() -> None:
+    s = scheduler(register_worker(A), register_worker(B))
+    s.handle(graph("c", spec("x"), sid="g"))  # x runs on A (run 1)...
+    s.handle(m.ReleaseKeys("c", ("x",), "rel"))  # ... and is released: FreeKeys to A
+    # The client scatters a new x to B, and B is retired: A is asked to copy it.
+    s.handle(m.ScatteredData("c", (("x", (B,), 100),), "sc"))
+    assert s.handle(retire(B, close=False, sid="rt")) == [
+        SendToWorker(A, m.AcquireReplicas((("x", (B,), 100),), "rt")),
+    ]
+    # A's result of run 1 crosses the FreeKeys. Answering it with another
+    # FreeKeys would delete the copy A is fetching once it has reported it
+    # (AddKeys), and the scheduler would count a copy that no longer exists.
+    out = s.handle(finished(s, A, "x", run_id=1, sid="stale"))
+    assert not any(isinstance(i.msg, m.FreeKeys) for i in out if isinstance(i, SendToWorker))

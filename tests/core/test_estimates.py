@@ -111,6 +111,32 @@ def test_balance_report_bound_counts_capacity_only_from_when_it_joined() -> None
     assert r["work_bound"] == pytest.approx(3.0)
     assert r["makespan"] == pytest.approx(3.0)
 
+def test_balance_report_rows_count_this_computation_and_keep_departed_workers() -> None:
+    s = scheduler(register_worker(A, now=0.0), register_worker(B, now=0.0))
+    # An earlier computation's work on A is not this one's.
+    s.handle(graph("c", spec("old"), wanted=("old",), now=0.0, sid="g0"))
+    s.handle(finished(s, A, "old", duration=5.0, stop=5.0))
+    s.handle(graph("c", *[spec(f"t-{i}", priority=(0, i)) for i in range(3)],
+                   wanted=("t-0", "t-1", "t-2"), now=10.0, sid="g1"))
+
+    def running_on(worker: str) -> str:
+        (key,) = [k for k, ts in s.tasks.items()
+                  if ts.state == "processing" and ts.processing_on.address == worker]
+        return key
+
+    s.handle(finished(s, B, running_on(B), duration=1.0, stop=11.0))
+    assert s.tasks["t-2"].processing_on is s.workers[B]
+    # B leaves with t-2 and comes back under the same address: one row, both stints.
+    s.handle(m.RemoveWorker(B, "lost", 11.2, "rm"))
+    s.handle(register_worker(B, now=11.5, sid="back"))
+    s.handle(finished(s, B, running_on(B), duration=0.5, stop=12.0))
+    s.handle(finished(s, A, running_on(A), duration=2.0, stop=13.0))
+    rows = s.report.as_dict(s)["workers"]
+    assert {a: (r["tasks"], r["busy"]) for a, r in rows.items()} == {
+        A: (1, pytest.approx(2.0)),  # "old" is not counted
+        B: (2, pytest.approx(1.5)),
+    }
+
 
 def test_compute_task_names_a_replica_holder_after_placement() -> None:
     s = scheduler(register_worker(A), register_worker(B))

@@ -469,7 +469,7 @@ class SchedulerWorld:
                 raise self.fail("no-worker task with a valid worker connected", ts.key)
             return True
         if ts.state == "waiting":
-            return any(self._blocked(d, seen) for d in ts.waiting_on)
+            return any(self._blocked(d, seen) for d in ts.dependencies if d.state != "memory")
         return False
 
     def check_quiescent(self) -> None:

@@ -53,8 +53,9 @@ class TaskState:
         "state",
         "dependencies",
         "dependents",
-        "waiting_on",
-        "waiters",
+        "n_waiting",
+        "n_waiters",
+        "needs_inputs",
         "who_has",
         "processing_on",
         "who_wants",
@@ -90,10 +91,17 @@ class TaskState:
         #: cost per task is mostly cache misses on its own objects).
         self.dependencies: tuple[TaskState, ...] = ()
         self.dependents: dict[TaskState, None] = {}
-        #: Dependencies not yet in memory; non-empty only while waiting.
-        self.waiting_on: dict[TaskState, None] = {}
-        #: Dependents that still need this task's result (not yet run, not released).
-        self.waiters: dict[TaskState, None] = {}
+        #: How many dependencies are not in memory; non-zero only while
+        #: waiting. A count, not a set: it is checked each time an input
+        #: lands, and a set would be one more cold object to read then.
+        self.n_waiting = 0
+        #: How many dependents still need this task's result (not yet run,
+        #: not released): those with ``needs_inputs``. A count for the same
+        #: reason as ``n_waiting``.
+        self.n_waiters = 0
+        #: It counts in its dependencies' ``n_waiters``: set when it starts
+        #: waiting, cleared when it leaves the pending states.
+        self.needs_inputs = False
         #: Workers holding the result; non-empty iff state == "memory".
         self.who_has: dict[WorkerInfo, None] = {}
         #: The worker running it; set iff state == "processing".

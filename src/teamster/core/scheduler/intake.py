@@ -96,7 +96,7 @@ def update_graph(s: SchedulerState, ev: m.UpdateGraph) -> None:
     for ts, _ in reversed(sorted(new, key=_first_priority)):
         if ts.exception_blame is ts:
             s.transition(ts, "erred", stimulus_id)
-        elif (ts.who_wants or ts.waiters) and ts.state == "released":
+        elif (ts.who_wants or ts.n_waiters) and ts.state == "released":
             # (transition() inlined: this runs for every task submitted.)
             released_waiting(s, ts, stimulus_id)
             log_entry((ts.key, "released", ts.state, stimulus_id))
@@ -106,7 +106,7 @@ def update_graph(s: SchedulerState, ev: m.UpdateGraph) -> None:
         # (Erred too: a task failed at submission that nobody wants would
         # otherwise be kept forever.)
         if (ts.state in ("released", "erred") and not ts.dependents
-                and not (ts.who_wants or ts.waiters)):
+                and not (ts.who_wants or ts.n_waiters)):
             s.recommend(ts, "forgotten")
     for key in ev.wanted:
         wts = s.tasks.get(key)

@@ -199,7 +199,7 @@ class Placement:
                     # a guess: a crowded copy is not worth starting on a guess.
                     return math.inf
             else:
-                waiters = len(dts.waiters)
+                waiters = dts.n_waiters
                 if waiters > 1:
                     if duration < 0:
                         duration = self.estimate_duration(ts)

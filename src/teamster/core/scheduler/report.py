@@ -37,8 +37,14 @@ class BalanceReport:
         self.work = 0.0
         self.critical_path = 0.0
         self.tasks = 0
-        #: Worker address -> [busy seconds, tasks, nthreads].
-        self.per_worker: dict[str, list[float]] = {}
+        #: Each worker's (busy_time, executed) when the computation started:
+        #: busy time and tasks per worker are its counters minus these. (Not
+        #: a row per worker updated per task: at 1,000 workers that row was
+        #: a cache miss or two on every task, for a report read once.)
+        self.counts_at_start: dict[WorkerInfo, tuple[float, int]] = {}
+        #: Address -> (busy seconds, tasks, nthreads) of workers that left
+        #: during the computation.
+        self.departed: dict[str, tuple[float, int, int]] = {}
         #: (time, total threads) from the start: the capacity timeline.
         self.capacity: list[tuple[float, int]] = []
         self.bytes_moved = 0
@@ -51,7 +57,8 @@ class BalanceReport:
         self.last_stop = now
         self.work = self.critical_path = 0.0
         self.tasks = 0
-        self.per_worker = {ws.address: [0.0, 0, ws.nthreads] for ws in state.workers.values()}
+        self.counts_at_start = {ws: (ws.busy_time, ws.executed) for ws in state.workers.values()}
+        self.departed = {}
         self.capacity = [(now, state.total_threads)]
         self.bytes_moved = self.transfers = 0
         st = state.stealing
@@ -61,7 +68,7 @@ class BalanceReport:
         if self.started_at is not None:
             self.capacity.append((max(now, self.capacity[-1][0]), threads))
 
-    def task_done(self, ts: TaskState, ws: WorkerInfo, duration: float, stop: float) -> None:
+    def task_done(self, ts: TaskState, duration: float, stop: float) -> None:
         if self.started_at is None:
             return
         comp = self.computation
@@ -77,11 +84,25 @@ class BalanceReport:
         self.tasks += 1
         if stop > self.last_stop:
             self.last_stop = stop
-        row = self.per_worker.get(ws.address)
+
+    def _since_start(self, ws: WorkerInfo) -> tuple[float, int]:
+        busy, n = self.counts_at_start.get(ws, (0.0, 0))
+        return ws.busy_time - busy, ws.executed - n
+
+    def worker_left(self, ws: WorkerInfo) -> None:
+        """Keep what a departing worker did in this computation."""
+        if self.started_at is None:
+            return
+        # (It may have left before, under the same address: one row.)
+        self.departed[ws.address] = self._add_stint(self.departed.get(ws.address), ws)
+        self.counts_at_start.pop(ws, None)
+
+    def _add_stint(self, row: tuple[float, int, int] | None,
+                   ws: WorkerInfo) -> tuple[float, int, int]:
+        busy, n = self._since_start(ws)
         if row is None:
-            row = self.per_worker[ws.address] = [0.0, 0, ws.nthreads]
-        row[0] += duration
-        row[1] += 1
+            return busy, n, ws.nthreads
+        return row[0] + busy, row[1] + n, ws.nthreads
 
     def transfer(self, nbytes: int) -> None:
         self.bytes_moved += nbytes
@@ -108,8 +129,11 @@ class BalanceReport:
         lower = max(self.work_bound(), self.critical_path)
         st = state.stealing
         r0, m0, f0 = self.steals_at_start
+        rows = dict(self.departed)
+        for ws in state.workers.values():
+            rows[ws.address] = self._add_stint(rows.get(ws.address), ws)
         workers = {}
-        for addr, (busy, n, threads) in self.per_worker.items():
+        for addr, (busy, n, threads) in rows.items():
             workers[addr] = {
                 "busy": busy,
                 "tasks": int(n),

@@ -250,7 +250,7 @@ class SchedulerState:
     # ------------------------------------------------------------ index upkeep
 
     def is_needed(self, ts: TaskState) -> bool:
-        return bool(ts.who_wants or ts.waiters)
+        return bool(ts.who_wants or ts.n_waiters)
 
     def push_queue(self, ts: TaskState) -> None:
         self._seq += 1
@@ -525,6 +525,7 @@ class SchedulerState:
             self.report.capacity_changed(ev.now, self.total_threads)
 
     def _drop_worker(self, ws: WorkerInfo, reason: str, stimulus_id: str) -> None:
+        self.report.worker_left(ws)
         del self.workers[ws.address]
         del self.workers_by_name[ws.name]
         self.total_threads -= ws.nthreads
@@ -636,7 +637,7 @@ class SchedulerState:
             ts.prefix.add_duration(ev.duration)
             ws.executed += 1
             ws.busy_time += ev.duration
-            self.report.task_done(ts, ws, ev.duration, ev.stop)
+            self.report.task_done(ts, ev.duration, ev.stop)
         ts.nbytes = ev.nbytes
         ts.type_name = ev.type_name
         self.transition(ts, "memory", ev.stimulus_id)

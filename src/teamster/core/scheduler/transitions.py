@@ -36,26 +36,27 @@ def _priority(ts: TaskState) -> Priority:
 
 
 def _leave_dependencies(s: SchedulerState, ts: TaskState) -> None:
-    """ts no longer needs its inputs: drop it from their waiters; free unneeded ones."""
-    ts.waiting_on.clear()
+    """ts no longer needs its inputs: leave their waiters; free unneeded ones."""
+    ts.n_waiting = 0
+    if not ts.needs_inputs:
+        return
+    ts.needs_inputs = False
     for dts in ts.dependencies:
-        waiters = dts.waiters
-        if ts in waiters:
-            del waiters[ts]
-            if not waiters and not dts.who_wants and dts.state in (
-                    "memory", "waiting", "queued", "no-worker", "processing"):
-                s.recommend(dts, "released")
+        dts.n_waiters -= 1
+        if not dts.n_waiters and not dts.who_wants and dts.state in (
+                "memory", "waiting", "queued", "no-worker", "processing"):
+            s.recommend(dts, "released")
 
 
 def _after_release(s: SchedulerState, ts: TaskState) -> None:
-    if ts.who_wants or ts.waiters:
+    if ts.who_wants or ts.n_waiters:
         s.recommend(ts, "waiting")
     elif not ts.dependents and not ts.who_wants:
         s.recommend(ts, "forgotten")
 
 
 def released_waiting(s: SchedulerState, ts: TaskState, stimulus_id: str) -> None:
-    if not (ts.who_wants or ts.waiters):
+    if not (ts.who_wants or ts.n_waiters):
         _after_release(s, ts)  # stale recommendation: nobody needs it any more
         return
     if ts.run_spec is None and not ts.dependencies:
@@ -70,26 +71,32 @@ def released_waiting(s: SchedulerState, ts: TaskState, stimulus_id: str) -> None
         s.recommend(ts, "erred")
         return
     ts.state = "waiting"
-    waiting_on = ts.waiting_on
+    ts.needs_inputs = True
+    n_waiting = 0
+    erred = None
     for dts in ts.dependencies:
-        dts.waiters[ts] = None
+        dts.n_waiters += 1
         state = dts.state
         if state == "memory":
             continue
-        if state == "erred":
-            ts.exception_blame = dts.exception_blame or dts
-            s.recommend(ts, "erred")
-            return
-        waiting_on[dts] = None
+        n_waiting += 1
         if state == "released":
-            s.recommend(dts, "waiting")
-    if not waiting_on:
+            if erred is None:
+                s.recommend(dts, "waiting")
+        elif state == "erred" and erred is None:
+            erred = dts
+    ts.n_waiting = n_waiting
+    if erred is not None:
+        ts.exception_blame = erred.exception_blame or erred
+        s.recommend(ts, "erred")
+        return
+    if not n_waiting:
         s.recommend(ts, "processing")
 
 
 def waiting_processing(s: SchedulerState, ts: TaskState, stimulus_id: str) -> None:
     """Ready: place it now, or park it in the queue / no-worker set."""
-    if ts.waiting_on:
+    if ts.n_waiting:
         return  # stale recommendation; a dependency was lost meanwhile
     ws = s.placement.choose_worker(ts)
     if ws is None:
@@ -165,9 +172,12 @@ def _on_memory(s: SchedulerState, ts: TaskState, stimulus_id: str) -> None:
             s.out.append(SendToClient(cs.client_id, msg))
     ready = []
     for dts in ts.dependents:
-        if ts in dts.waiting_on:
-            del dts.waiting_on[ts]
-            if not dts.waiting_on and dts.state == "waiting":
+        # A waiting dependent counts this input among those it waits for:
+        # it was not in memory when the dependent started waiting, or it
+        # left memory since (``memory_released`` counts it again).
+        if dts.state == "waiting":
+            dts.n_waiting -= 1
+            if not dts.n_waiting:
                 ready.append(dts)
     # Recommendations run last in, first out: recommend the lowest priority
     # first so the highest-priority dependent takes the first free slot.
@@ -177,7 +187,7 @@ def _on_memory(s: SchedulerState, ts: TaskState, stimulus_id: str) -> None:
     for dts in ready:
         s.recommend(dts, "processing")
     _leave_dependencies(s, ts)
-    if not (ts.who_wants or ts.waiters):
+    if not (ts.who_wants or ts.n_waiters):
         s.recommend(ts, "released")
 
 
@@ -205,10 +215,10 @@ def memory_released(s: SchedulerState, ts: TaskState, stimulus_id: str) -> None:
     _after_release(s, ts)
     for dts in ts.dependents:
         # A waiting dependent needs this again: it must wait for the recomputation.
-        if dts.state in ("waiting", "queued", "no-worker", "processing"):
-            dts.waiting_on[ts] = None
-            if dts.state != "waiting":
-                s.recommend(dts, "released")
+        if dts.state == "waiting":
+            dts.n_waiting += 1
+        elif dts.state in ("queued", "no-worker", "processing"):
+            s.recommend(dts, "released")
 
 
 def _fail(s: SchedulerState, ts: TaskState, stimulus_id: str) -> None:
@@ -275,10 +285,9 @@ def released_forgotten(s: SchedulerState, ts: TaskState, stimulus_id: str) -> No
     ts.state = "forgotten"
     for dts in ts.dependencies:
         del dts.dependents[ts]
-        dts.waiters.pop(ts, None)
         if dts.state in ("released", "erred") and not dts.dependents and not dts.who_wants:
             s.recommend(dts, "forgotten")
-        elif dts.state == "memory" and not (dts.who_wants or dts.waiters):
+        elif dts.state == "memory" and not (dts.who_wants or dts.n_waiters):
             s.recommend(dts, "released")
     s.forget(ts)
 

@@ -37,15 +37,12 @@ def validate_task(s: SchedulerState, ts: TaskState) -> None:
     for dts in ts.dependents:
         if ts not in dts.dependencies:
             _fail(s, ts, f"dependent {dts.key!r} does not list it as a dependency")
-    for dts in ts.waiters:
-        if ts not in dts.dependencies:
-            _fail(s, ts, f"waiter {dts.key!r} is not a dependent")
-        if dts.state not in ("waiting", "queued", "no-worker", "processing"):
-            _fail(s, ts, f"waiter {dts.key!r} is {dts.state}, not pending")
+    waiters = sum(1 for dts in ts.dependents if dts.needs_inputs)
+    if ts.n_waiters != waiters:
+        _fail(s, ts, f"n_waiters is {ts.n_waiters}, but {waiters} dependents need it")
     pending = ts.state in ("waiting", "queued", "no-worker", "processing")
-    for dts in ts.dependencies:
-        if pending and ts not in dts.waiters:
-            _fail(s, ts, f"pending task missing from waiters of {dts.key!r}")
+    if pending != ts.needs_inputs:
+        _fail(s, ts, f"needs_inputs is {ts.needs_inputs} in state {ts.state}")
     for cs in ts.who_wants or ():
         if ts not in cs.wants_what or s.clients.get(cs.client_id) is not cs:
             _fail(s, ts, f"who_wants/wants_what disagree for {cs.client_id}")
@@ -61,13 +58,14 @@ def validate_task(s: SchedulerState, ts: TaskState) -> None:
         if ts not in ws.processing or s.workers.get(ws.address) is not ws:
             _fail(s, ts, f"processing_on {ws.address} does not list it")
     if ts.state == "waiting":
-        expected = [d for d in ts.dependencies if d.state != "memory"]
-        if set(expected) != set(ts.waiting_on):
-            _fail(s, ts, "waiting_on differs from dependencies not in memory")
-        if not ts.waiting_on:
+        expected = sum(1 for d in ts.dependencies if d.state != "memory")
+        if ts.n_waiting != expected:
+            _fail(s, ts, f"n_waiting is {ts.n_waiting}, but {expected} dependencies "
+                         "are not in memory")
+        if not ts.n_waiting:
             _fail(s, ts, "waiting with nothing to wait for")
-    elif ts.waiting_on:
-        _fail(s, ts, "waiting_on set outside the waiting state")
+    elif ts.n_waiting:
+        _fail(s, ts, "n_waiting set outside the waiting state")
     if ts.state in ("queued", "no-worker", "processing"):
         for dts in ts.dependencies:
             if dts.state != "memory":

@@ -170,6 +170,9 @@ class WorkerInfo:
         "large_readers",
         "bandwidth",
         "status",
+        "connected",
+        "is_idle",
+        "load_bucket",
     )
 
     def __init__(
@@ -211,6 +214,16 @@ class WorkerInfo:
         #: "running", or "paused" while the worker is over its memory pause
         #: fraction: a paused worker is never idle and is assigned nothing.
         self.status = "running"
+        # Its place in the scheduler's indices, kept here rather than found
+        # by a lookup in them: at 1,000 workers those lookups were cache
+        # misses twice per task (the worker's record is in hand anyway).
+        #: In ``SchedulerState.workers`` (False once removed).
+        self.connected = True
+        #: In ``SchedulerState.idle``.
+        self.is_idle = False
+        #: Its bucket in the victims ``LoadIndex`` and the bucket's load
+        #: range [lo, hi); None while not a victim.
+        self.load_bucket: tuple[int, float, float] | None = None
 
     def __repr__(self) -> str:
         return f"<Worker {self.address} processing={len(self.processing)}>"

@@ -22,24 +22,24 @@ N_BUCKETS = 40
 
 
 class LoadIndex:
-    __slots__ = ("buckets", "where")
+    """Each worker's place is kept on it (``WorkerInfo.load_bucket``): one
+    index per scheduler, and no lookup to find a worker's bucket."""
+
+    __slots__ = ("buckets", "n")
 
     def __init__(self) -> None:
         self.buckets: list[dict[WorkerInfo, None]] = [{} for _ in range(N_BUCKETS)]
-        #: Worker -> (its bucket, the bucket's load range [lo, hi)).
-        self.where: dict[WorkerInfo, tuple[int, float, float]] = {}
+        self.n = 0
 
     def __len__(self) -> int:
-        return len(self.where)
+        return self.n
 
     def __contains__(self, ws: WorkerInfo) -> bool:
-        return ws in self.where
+        return ws.load_bucket is not None
 
     def set(self, ws: WorkerInfo, load: float) -> None:
-        # Called twice per task: the common case (same bucket) is one dict
-        # lookup and two comparisons.
-        where = self.where
-        old = where.get(ws)
+        # Called twice per task: the common case (same bucket) is two comparisons.
+        old = ws.load_bucket
         if old is not None and old[1] <= load < old[2]:
             return
         if load < RESOLUTION:
@@ -53,13 +53,17 @@ class LoadIndex:
                 lo, hi = RESOLUTION * 2 ** (b - 1), RESOLUTION * 2**b
         if old is not None:
             del self.buckets[old[0]][ws]
+        else:
+            self.n += 1
         self.buckets[b][ws] = None
-        where[ws] = (b, lo, hi)
+        ws.load_bucket = (b, lo, hi)
 
     def discard(self, ws: WorkerInfo) -> None:
-        old = self.where.pop(ws, None)
+        old = ws.load_bucket
         if old is not None:
             del self.buckets[old[0]][ws]
+            ws.load_bucket = None
+            self.n -= 1
 
     def highest(self, k: int) -> list[WorkerInfo]:
         """Up to k workers, from the most loaded bucket down.
@@ -68,7 +72,7 @@ class LoadIndex:
         it goes through them. O(buckets + k), whatever the number of workers.
         """
         out: list[WorkerInfo] = []
-        if not self.where:
+        if not self.n:
             return out
         for bucket in reversed(self.buckets):
             if bucket:
@@ -81,6 +85,7 @@ class LoadIndex:
         n = 0
         for b, bucket in enumerate(self.buckets):
             for ws in bucket:
-                assert self.where[ws][0] == b, f"{ws} filed in bucket {b}"
+                assert ws.load_bucket is not None and ws.load_bucket[0] == b, (
+                    f"{ws} filed in bucket {b}")
                 n += 1
-        assert n == len(self.where), "load index count mismatch"
+        assert n == self.n, "load index count mismatch"

@@ -261,7 +261,7 @@ class Placement:
             # while they have room; otherwise the task goes anywhere.
             named = [state.workers.get(n) or state.workers_by_name.get(n)
                      for n in sorted(ts.worker_restrictions)]
-            preferred = [ws for ws in named if ws is not None and ws in idle]
+            preferred = [ws for ws in named if ws is not None and ws.is_idle]
             if preferred:
                 return min(preferred, key=lambda ws: self.score(ts, ws))
         deps = ts.dependencies
@@ -285,7 +285,7 @@ class Placement:
                     # explores): its holders count only while idle.
                     found = 0
                     for ws in islice(dts.who_has, HOLDER_SCAN):
-                        if ws in idle:
+                        if ws.is_idle:
                             cand[ws] = None
                             found += 1
                             if found == BUSY_HOLDERS:
@@ -293,7 +293,7 @@ class Placement:
         for ws in state.rotate_idle(IDLE_CANDIDATES):
             cand[ws] = None
         filling = self.filling
-        if filling is not None and filling in idle:
+        if filling is not None and filling.is_idle:
             cand[filling] = None
         if len(cand) == 1 and not deps:
             return next(iter(cand))

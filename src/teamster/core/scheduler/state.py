@@ -202,13 +202,13 @@ class SchedulerState:
         """Workers that gained room take the highest-priority queued tasks."""
         while self._freed:
             ws, _ = self._freed.popitem()
-            if self.workers.get(ws.address) is not ws:
+            if not ws.connected:
                 continue
             self.placement.filling = ws
             hint = self._affinity.pop(ws, None)
             if hint is not None and self.n_queued:
                 self._fill_with_readers(ws, hint, stimulus_id)
-            while ws in self.idle and self.n_queued:
+            while ws.is_idle and self.n_queued:
                 ts = self._pop_queue()
                 if ts is None:
                     break
@@ -217,7 +217,7 @@ class SchedulerState:
                     self.push_queue(ts)
                     break
             self.placement.filling = None
-            if (not self.n_queued and self.victims.where
+            if (not self.n_queued and self.victims
                     and len(ws.processing) + ws.n_incoming < ws.nthreads):
                 # Dry (a thread with nothing to run), and nothing waits in the
                 # scheduler: take queued work from the most backlogged workers
@@ -239,7 +239,7 @@ class SchedulerState:
             readers = dts.queued_readers
             if not readers or ws not in dts.who_has:
                 continue
-            while readers and ws in self.idle:
+            while readers and ws.is_idle:
                 ts = next(iter(readers))
                 self.queue_entry_removed(ts)  # (its heap entry goes stale)
                 self.transition(ts, "processing", stimulus_id)
@@ -285,18 +285,19 @@ class SchedulerState:
 
     def update_idle(self, ws: WorkerInfo) -> None:
         """Refile ``ws`` in the idle set and the load indices after its load changed."""
-        if self.workers.get(ws.address) is not ws:
+        if not ws.connected:
             return
         threads = ws.nthreads
-        idle = self.idle
         if self._is_saturated(ws):
-            if ws in idle:
-                del idle[ws]
-        elif ws not in idle:
-            idle[ws] = None
+            if ws.is_idle:
+                del self.idle[ws]
+                ws.is_idle = False
+        elif not ws.is_idle:
+            self.idle[ws] = None
+            ws.is_idle = True
         if len(ws.processing) - ws.n_outgoing > threads:
             self.victims.set(ws, ws.occupancy / threads)
-        elif ws in self.victims.where:
+        elif ws.load_bucket is not None:
             self.victims.discard(ws)
 
     def freed(self, ws: WorkerInfo) -> None:
@@ -529,7 +530,10 @@ class SchedulerState:
         del self.workers[ws.address]
         del self.workers_by_name[ws.name]
         self.total_threads -= ws.nthreads
-        self.idle.pop(ws, None)
+        ws.connected = False
+        if ws.is_idle:
+            del self.idle[ws]
+            ws.is_idle = False
         self.victims.discard(ws)
         self._freed.pop(ws, None)
         for ts in list(ws.processing):

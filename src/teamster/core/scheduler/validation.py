@@ -139,6 +139,8 @@ def validate_state(s: SchedulerState) -> None:
             _fail(s, None, f"worker {addr} nbytes {ws.nbytes} != sum {nbytes}")
         if (ws in s.idle) == s.placement.is_saturated(ws):
             _fail(s, None, f"worker {addr}: idle index disagrees with saturation")
+        if ws.is_idle != (ws in s.idle) or not ws.connected:
+            _fail(s, None, f"worker {addr}: is_idle/connected disagree with the indices")
     if s.n_processing != sum(len(ws.processing) for ws in s.workers.values()):
         _fail(s, None, "n_processing disagrees with the workers' processing")
     if s.total_threads != sum(ws.nthreads for ws in s.workers.values()):

@@ -97,8 +97,8 @@ def compute(
                                               run_id, sid))
 
 
-def free(worker: str, sid: str, *keys: m.Key) -> SendToWorker:
-    return SendToWorker(worker, m.FreeKeys(tuple(keys), sid))
+def free(worker: str, sid: str, *keys: m.Key, run_id: int = -1) -> SendToWorker:
+    return SendToWorker(worker, m.FreeKeys(tuple(keys), sid, run_id))
 
 
 def in_memory(

@@ -544,7 +544,7 @@ def test_releasing_a_processing_key_frees_it_and_late_result_is_refused() -> Non
 def test_task_finished_for_a_key_placed_elsewhere_is_refused() -> None:
     s = scheduler(register_worker(A), register_worker(B))
     s.handle(graph("c", spec("x"), sid="g1"))
-    assert s.handle(finished(s, B, "x", sid="wrong")) == [free(B, "wrong", "x")]
+    assert s.handle(finished(s, B, "x", sid="wrong")) == [free(B, "wrong", "x", run_id=1)]
     assert states(s, "x") == {"x": "processing"}
 
 
@@ -829,7 +829,9 @@ def test_stale_result_for_a_key_recomputed_elsewhere_is_not_counted_as_a_replica
     s.handle(finished(s, B, "x", sid="f-b"))
     # A's result of the first run arrives: the FreeKeys on its way to A will
     # delete that copy, so it must not be counted; A is told (again) to drop it.
-    assert s.handle(finished(s, A, "x", sid="stale")) == [free(A, "stale", "x")]
+    assert s.handle(finished(s, A, "x", run_id=1, sid="stale")) == [
+        free(A, "stale", "x", run_id=1),
+    ]
     assert [w.address for w in s.tasks["x"].who_has] == [B]
     # A duplicate report from a counted holder changes nothing.
     assert s.handle(finished(s, B, "x", sid="dup")) == []
@@ -947,7 +949,9 @@ def test_stale_result_for_a_key_now_running_elsewhere_is_freed() -> None:
     assert s.handle(graph("c", spec("x", workers=(B,)), sid="g2")) == [
         compute(B, "x", (0, 2, 0), "g2", run_id=2),
     ]
-    assert s.handle(finished(s, A, "x", run_id=1, sid="stale")) == [free(A, "stale", "x")]
+    assert s.handle(finished(s, A, "x", run_id=1, sid="stale")) == [
+        free(A, "stale", "x", run_id=1),
+    ]
     assert states(s, "x") == {"x": "processing"}
 
 

@@ -216,6 +216,35 @@ def test_large_transfers_and_requested_copies_are_reported_as_they_land() -> Non
     assert w.handle(success("z", sid="rz")) == [finished("z", "rz"), execute("y", "rz", "a")]
 
 
+def test_a_free_for_an_earlier_run_spares_a_copy_acquired_since() -> None:
+    w = worker()
+    w.handle(compute("x", sid="cx", run_id=1))
+    w.handle(success("x", sid="rx"))
+    # Released, then asked to copy the scattered x of a retiring worker.
+    assert w.handle(m.FreeKeys(("x",), "rel")) == [DeleteData(("x",), "rel")]
+    assert w.handle(m.AcquireReplicas((("x", (Q,), 10),), "acq")) == [
+        GatherDep(Q, ("x",), 10, "acq"),
+    ]
+    # The scheduler's answer to the stale result of run 1 arrives: not this copy.
+    assert w.handle(m.FreeKeys(("x",), "stale", 1)) == []
+    assert w.handle(ev.GatherDepSuccess(Q, (("x", 10),), (), 0.0, "got-x")) == [
+        to_scheduler(m.AddKeys(ME, ("x",), Q, 10, 0.0, "got-x")),
+    ]
+    assert w.tasks["x"].state == "memory"
+
+
+def test_a_free_for_a_run_drops_that_runs_result_only() -> None:
+    w = worker()
+    w.handle(compute("x", sid="cx", run_id=1))
+    w.handle(success("x", sid="rx"))
+    # Assigned again (run 2) while in memory: the result now answers run 2.
+    assert w.handle(compute("x", sid="cx2", run_id=2)) == [
+        finished("x", "cx2", duration=0.0, stop=0.0, run_id=2),
+    ]
+    assert w.handle(m.FreeKeys(("x",), "stale", 1)) == []
+    assert w.handle(m.FreeKeys(("x",), "done", 2)) == [DeleteData(("x",), "done")]
+
+
 def test_dependency_already_in_memory_is_not_fetched() -> None:
     w = worker()
     w.handle(compute("x", sid="cx"))

@@ -356,6 +356,10 @@ class FreeKeys(Message):
 
     keys: tuple[Key, ...]
     stimulus_id: str
+    #: When not -1: forget only what the assignment with this run_id made
+    #: (``ComputeTask.run_id``). It answers a stale result, and may arrive
+    #: after the worker got a copy of the key that the scheduler counts.
+    run_id: int = -1
 
 
 # ---------------------------------------------------------------------------

@@ -634,7 +634,10 @@ class SchedulerState:
                 # run. Freeing here would cancel that run.
                 return
             if ts is None or ws not in ts.who_has:
-                self.out.append(SendToWorker(ws.address, m.FreeKeys((ev.key,), ev.stimulus_id)))
+                # Only that run's result: a copy the worker acquires meanwhile
+                # (for a retirement, say) must survive this.
+                self.out.append(SendToWorker(
+                    ws.address, m.FreeKeys((ev.key,), ev.stimulus_id, ev.run_id)))
             return
         self._affinity[ws] = ts
         if ev.stop:  # (0: not run here, e.g. its value was fetched instead)

@@ -270,6 +270,7 @@ class WorkerState:
         if ts.state == "memory":
             ts.assigned = False
             ts.scheduler_holds = True
+            ts.run_id = e.run_id  # the result of this run now, whatever made it
             self._send_finished(ts, ts.nbytes, ts.type_name, 0.0, 0.0, e.run_id, e.stimulus_id)
             return
         if ts.state == "cancelled":
@@ -332,6 +333,7 @@ class WorkerState:
                 # crossing this message): say so again, the scheduler's
                 # replica count is idempotent.
                 ts.scheduler_holds = True
+                ts.run_id = -1  # a copy now: no stale run's FreeKeys may drop it
                 already.append(key)
                 continue
             if ts.state in ("waiting", "ready", "executing", "cancelled", "error"):
@@ -340,6 +342,7 @@ class WorkerState:
                 refused.append(key)
                 continue
             ts.replicate = True
+            ts.run_id = -1  # (as above)
             if ts.state in ("fetch", "flight"):
                 # On its way already (an input of a local task): it lands as
                 # usual; more holders to try if this transfer fails.
@@ -358,8 +361,8 @@ class WorkerState:
     def _free_keys(self, e: m.FreeKeys) -> None:
         for key in e.keys:
             ts = self.tasks.get(key)
-            if ts is None:
-                continue
+            if ts is None or e.run_id != -1 and ts.run_id != e.run_id:
+                continue  # (the other: a copy or a run the scheduler counts)
             ts.scheduler_holds = False
             ts.assigned = False
             ts.replicate = False
@@ -542,6 +545,7 @@ class WorkerState:
                 self.transition(ts, "released")
             ts.nbytes = nbytes
             ts.scheduler_holds = True
+            ts.run_id = -1  # scattered: no stale run's FreeKeys may drop it
             if ts.state != "memory":
                 self.transition(ts, "memory")
 

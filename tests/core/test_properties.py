@@ -88,8 +88,11 @@ class SimWorker:
     resources: dict[str, float]
     #: ComputeTasks delivered and not yet finished, failed or freed.
     processing: dict[m.Key, m.ComputeTask] = field(default_factory=dict)
-    #: Keys whose values this worker holds.
-    memory: set[m.Key] = field(default_factory=set)
+    #: Keys whose values this worker holds -> the run that made the value,
+    #: FETCHED_COPY for a copy, -1 for a scattered value or a counted copy
+    #: (what the worker's record says; a FreeKeys naming a run drops only a
+    #: value from that run).
+    memory: dict[m.Key, int] = field(default_factory=dict)
     #: Messages from the scheduler not yet delivered (FIFO, as on a TCP stream).
     inbox: deque[m.Message] = field(default_factory=deque)
 
@@ -150,7 +153,8 @@ class SchedulerWorld:
             ws = self.s.workers.get(address)
             if ws is None or not sim.inbox:
                 continue
-            doomed = {k for msg in sim.inbox if isinstance(msg, m.FreeKeys) for k in msg.keys}
+            doomed = {k for msg in sim.inbox if isinstance(msg, m.FreeKeys) for k in msg.keys
+                      if msg.run_id == -1 or sim.memory.get(k) == msg.run_id}
             ghosts = [ts.key for ts in ws.has_what if ts.key in doomed]
             if ghosts:
                 raise self.fail(f"{address}: the scheduler counts replicas of {ghosts} that a "
@@ -310,7 +314,7 @@ class SchedulerWorld:
                 self.deliver(address, len(self.workers[address].inbox))
             sim = self.workers.get(address)
             if sim is not None:
-                sim.memory.add(key)
+                sim.memory[key] = -1
         if key not in self.known:
             self.known.append(key)
         self.handle(m.ScatteredData(client, ((key, tuple(holders), 100),),
@@ -323,14 +327,20 @@ class SchedulerWorld:
             if isinstance(msg, m.ComputeTask):
                 if msg.key in sim.memory:
                     # A worker asked to compute what it holds reports it at once.
+                    sim.memory[msg.key] = msg.run_id
                     self.handle(m.TaskFinished(address, msg.key, 8, "int", 0.0, 0.0, msg.run_id, (),
                                                f"have-{msg.key}-{self.n_events}"))
                 else:
                     sim.processing[msg.key] = msg
             elif isinstance(msg, m.FreeKeys):
                 for key in msg.keys:
+                    if msg.run_id != -1:
+                        compute = sim.processing.get(key)
+                        if sim.memory.get(key, msg.run_id) != msg.run_id or (
+                                compute is not None and compute.run_id != msg.run_id):
+                            continue  # another run's value, a copy or a scatter
                     sim.processing.pop(key, None)
-                    sim.memory.discard(key)
+                    sim.memory.pop(key, None)
             elif isinstance(msg, m.StealRequest):
                 # Queued work is given up; anything else (finished, unknown) refused.
                 stolen = sim.processing.pop(msg.key, None) is not None
@@ -350,8 +360,12 @@ class SchedulerWorld:
         failed: list[m.Key] = []
         for key, holders, _ in msg.who_has:
             peer = next((self.workers[h] for h in holders if h in self.workers), None)
-            if key in sim.memory or peer is not None and key in peer.memory:
-                sim.memory.add(key)
+            if key in sim.memory:
+                sim.memory[key] = -1  # counted as a copy now
+                added.append(key)
+                continue
+            if peer is not None and key in peer.memory:
+                sim.memory[key] = m.FETCHED_COPY
                 added.append(key)
                 continue
             if peer is not None:
@@ -377,7 +391,7 @@ class SchedulerWorld:
             for holder in holders:
                 peer = self.workers.get(holder)
                 if peer is not None and dep in peer.memory:
-                    sim.memory.add(dep)
+                    sim.memory[dep] = m.FETCHED_COPY
                     added.append(dep)
                     got = True
                     break
@@ -409,7 +423,7 @@ class SchedulerWorld:
         if self.workers.get(address) is not sim or key not in sim.processing:
             return
         del sim.processing[key]
-        sim.memory.add(key)
+        sim.memory[key] = msg.run_id
         transfers = ((tuple(added), 8 * len(added)),) if added else ()
         self.handle(m.TaskFinished(address, key, 8, "int", duration, self.now + duration,
                                    msg.run_id, transfers, f"done-{key}-{self.n_events}"))
@@ -426,7 +440,7 @@ class SchedulerWorld:
 
     def lose(self, fetcher: str, holder: str, key: m.Key) -> None:
         """The holder lost a value (a bad disk); a peer finds out and says so."""
-        self.workers[holder].memory.discard(key)
+        self.workers[holder].memory.pop(key, None)
         self.handle(m.MissingData(fetcher, key, holder, f"lost-{key}-{self.n_events}"))
 
     # ------------------------------------------------------------ quiescence
@@ -511,11 +525,12 @@ class SchedulerWorld:
             if ws is None:
                 raise self.fail(f"sim worker {address} unknown to the scheduler")
             believed = {ts.key for ts in ws.has_what}
-            if believed != sim.memory:
+            held = set(sim.memory)
+            if believed != held:
                 raise self.fail(
                     f"{address}: scheduler believes it holds {sorted(map(str, believed))}, "
-                    f"it holds {sorted(map(str, sim.memory))}",
-                    next(iter(believed ^ sim.memory)),
+                    f"it holds {sorted(map(str, held))}",
+                    next(iter(believed ^ held)),
                 )
         if set(s.workers) != set(self.workers):
             raise self.fail(f"scheduler workers {sorted(s.workers)} != {sorted(self.workers)}")

@@ -654,7 +654,10 @@ def test_add_keys_for_unknown_keys_is_answered_with_free_keys() -> None:
     s = scheduler(register_worker(A), register_worker(B))
     s.handle(graph("c", spec("x"), sid="g1"))
     s.handle(finished(s, A, "x", sid="f"))
-    assert s.handle(m.AddKeys(B, ("x", "gone"), "", 0, 0.0, "add")) == [free(B, "add", "gone")]
+    # Only the copy it reported: a value scattered there since must survive.
+    assert s.handle(m.AddKeys(B, ("x", "gone"), "", 0, 0.0, "add")) == [
+        free(B, "add", "gone", run_id=m.FETCHED_COPY),
+    ]
 
 
 def test_copies_reported_with_a_result_are_registered_and_counted_as_moved() -> None:
@@ -665,7 +668,7 @@ def test_copies_reported_with_a_result_are_registered_and_counted_as_moved() -> 
     s.handle(finished(s, A, "x", nbytes=40, sid="fx"))
     # B copied x (and a key released since) before z finished: one event says both.
     assert s.handle(finished(s, B, "z", sid="fz", transfers=((("x", "gone"), 50),))) == [
-        free(B, "fz", "gone"), in_memory("c", "z", (B,), "fz"),
+        free(B, "fz", "gone", run_id=m.FETCHED_COPY), in_memory("c", "z", (B,), "fz"),
     ]
     assert [w.address for w in s.tasks["x"].who_has] == [A, B]
     assert s.workers[B].nbytes == 40 + 8

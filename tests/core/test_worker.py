@@ -233,6 +233,27 @@ def test_a_free_for_an_earlier_run_spares_a_copy_acquired_since() -> None:
     assert w.tasks["x"].state == "memory"
 
 
+def test_a_free_for_a_fetched_copy_spares_a_value_scattered_since() -> None:
+    w = worker()
+    w.handle(compute("y", ("x", (P,), 8), sid="cy"))
+    assert w.handle(ev.GatherDepSuccess(P, (("x", 8),), (), 0.0, "got-x")) == [
+        execute("y", "got-x", "x"),
+    ]
+    # The scheduler answers the copy's report (released meanwhile) with a
+    # FreeKeys for that copy; a client scatters a new x here before it lands.
+    w.handle(ev.DataPut((("x", 100),), "put"))
+    assert w.handle(m.FreeKeys(("x",), "unwanted", m.FETCHED_COPY)) == []
+    assert w.tasks["x"].state == "memory"
+    # Without the scatter, the copy goes.
+    w2 = worker()
+    w2.handle(compute("y", ("x", (P,), 8), sid="cy"))
+    w2.handle(ev.GatherDepSuccess(P, (("x", 8),), (), 0.0, "got-x"))
+    w2.handle(success("y", sid="ry"))
+    assert w2.handle(m.FreeKeys(("x",), "unwanted", m.FETCHED_COPY)) == [
+        DeleteData(("x",), "unwanted"),
+    ]
+
+
 def test_a_free_for_a_run_drops_that_runs_result_only() -> None:
     w = worker()
     w.handle(compute("x", sid="cx", run_id=1))

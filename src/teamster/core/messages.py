@@ -357,9 +357,16 @@ class FreeKeys(Message):
     keys: tuple[Key, ...]
     stimulus_id: str
     #: When not -1: forget only what the assignment with this run_id made
-    #: (``ComputeTask.run_id``). It answers a stale result, and may arrive
-    #: after the worker got a copy of the key that the scheduler counts.
+    #: (``ComputeTask.run_id``), or with ``FETCHED_COPY`` only a copy fetched
+    #: from a peer. Such a FreeKeys answers a stale report, and may arrive
+    #: after the worker got another value under the key that the scheduler
+    #: counts (a copy for a retirement, a scattered value, a later run's).
     run_id: int = -1
+
+
+#: ``FreeKeys.run_id`` (and a worker's record of its value's origin) for a
+#: copy fetched from a peer.
+FETCHED_COPY = -2
 
 
 # ---------------------------------------------------------------------------

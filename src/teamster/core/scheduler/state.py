@@ -687,7 +687,10 @@ class SchedulerState:
                 # to this very worker is left alone: its TaskFinished follows.)
                 unknown.append(key)
         if unknown:
-            self.out.append(SendToWorker(ws.address, m.FreeKeys(tuple(unknown), stimulus_id)))
+            # Only the copies it reported: a client may scatter a new value
+            # under such a key to it before this arrives.
+            self.out.append(SendToWorker(
+                ws.address, m.FreeKeys(tuple(unknown), stimulus_id, m.FETCHED_COPY)))
 
     def _missing_data(self, ev: m.MissingData) -> None:
         ts = self.tasks.get(ev.key)

@@ -475,6 +475,8 @@ class WorkerState:
                 continue
             self.transition(ts, "memory")
             ts.scheduler_holds = True
+            if not ts.assigned:  # (assigned: it answers that run, below)
+                ts.run_id = m.FETCHED_COPY
             asked = asked or ts.replicate
             ts.replicate = False
             arrived.append(key)

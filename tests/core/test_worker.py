@@ -239,6 +239,7 @@ def test_a_free_for_a_fetched_copy_spares_a_value_scattered_since() -> None:
     assert w.handle(ev.GatherDepSuccess(P, (("x", 8),), (), 0.0, "got-x")) == [
         execute("y", "got-x", "x"),
     ]
+    w.handle(success("y", sid="ry"))  # (x stays: the scheduler counts the copy)
     # The scheduler answers the copy's report (released meanwhile) with a
     # FreeKeys for that copy; a client scatters a new x here before it lands.
     w.handle(ev.DataPut((("x", 100),), "put"))

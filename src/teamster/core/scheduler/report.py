@@ -11,7 +11,8 @@ task's dependencies, already in hand, for the critical path):
   work bound is the first time T at which the threads connected since the
   start could have done all the measured work (workers that join late add
   capacity only from when they joined: the bound stays honest);
-- busy time and tasks per worker, bytes moved between workers, steals.
+- busy time and tasks per worker (failed runs count: the worker was busy),
+  bytes moved between workers, steals.
 
 Times are the scheduler's clock (``now`` of events) and the workers' wall
 clocks (``TaskFinished.stop``): equal on one machine, NTP-close across them.

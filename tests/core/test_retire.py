@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from teamster.core import messages as m
 from teamster.core.scheduler import SchedulerState
 from teamster.core.scheduler.events import RetireWorkers, Tick

@@ -350,23 +350,28 @@ class Shutdown(Message):
     stimulus_id: str
 
 
+#: ``FreeKeys.run_id``: free whatever the worker holds under the key. As the
+#: origin a worker records for its value: not made by a run the scheduler
+#: may call stale (a scattered value, a copy the scheduler asked for), so
+#: only such an unqualified FreeKeys drops it.
+NO_RUN = -1
+#: ``FreeKeys.run_id`` and recorded origin of a copy fetched from a peer.
+FETCHED_COPY = -2
+
+
 @message
 class FreeKeys(Message):
     """Forget these keys: drop their data and any pending work on them."""
 
     keys: tuple[Key, ...]
     stimulus_id: str
-    #: When not -1: forget only what the assignment with this run_id made
+    #: When not NO_RUN: forget only what the assignment with this run_id made
     #: (``ComputeTask.run_id``), or with ``FETCHED_COPY`` only a copy fetched
     #: from a peer. Such a FreeKeys answers a stale report, and may arrive
     #: after the worker got another value under the key that the scheduler
     #: counts (a copy for a retirement, a scattered value, a later run's).
-    run_id: int = -1
+    run_id: int = NO_RUN
 
-
-#: ``FreeKeys.run_id`` (and a worker's record of its value's origin) for a
-#: copy fetched from a peer.
-FETCHED_COPY = -2
 
 
 # ---------------------------------------------------------------------------

@@ -50,8 +50,10 @@ class WorkerTask:
         #: The scheduler asked for a copy (AcquireReplicas): fetch and keep it
         #: even if no local task reads it. Cleared once it is here.
         self.replicate = False
-        #: The scheduler's id of the current assignment, echoed in every report on it.
-        self.run_id = -1
+        #: The scheduler's id of the current assignment, echoed in every report
+        #: on it; for a value held, where it came from (m.NO_RUN, m.FETCHED_COPY
+        #: or the run that made it), which a qualified FreeKeys checks.
+        self.run_id = m.NO_RUN
         #: A ComputeTask for a *different* computation under this key that
         #: arrived while the old one still runs cancelled (the key was
         #: released and resubmitted): started once the thread is free.

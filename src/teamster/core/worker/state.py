@@ -333,7 +333,7 @@ class WorkerState:
                 # crossing this message): say so again, the scheduler's
                 # replica count is idempotent.
                 ts.scheduler_holds = True
-                ts.run_id = -1  # a copy now: no stale run's FreeKeys may drop it
+                ts.run_id = m.NO_RUN  # a counted copy now, whatever made it
                 already.append(key)
                 continue
             if ts.state in ("waiting", "ready", "executing", "cancelled", "error"):
@@ -342,7 +342,7 @@ class WorkerState:
                 refused.append(key)
                 continue
             ts.replicate = True
-            ts.run_id = -1  # (as above)
+            ts.run_id = m.NO_RUN  # (FETCHED_COPY once it lands)
             if ts.state in ("fetch", "flight"):
                 # On its way already (an input of a local task): it lands as
                 # usual; more holders to try if this transfer fails.
@@ -361,7 +361,7 @@ class WorkerState:
     def _free_keys(self, e: m.FreeKeys) -> None:
         for key in e.keys:
             ts = self.tasks.get(key)
-            if ts is None or e.run_id != -1 and ts.run_id != e.run_id:
+            if ts is None or e.run_id != m.NO_RUN and ts.run_id != e.run_id:
                 continue  # (the other: a copy or a run the scheduler counts)
             ts.scheduler_holds = False
             ts.assigned = False
@@ -547,7 +547,7 @@ class WorkerState:
                 self.transition(ts, "released")
             ts.nbytes = nbytes
             ts.scheduler_holds = True
-            ts.run_id = -1  # scattered: no stale run's FreeKeys may drop it
+            ts.run_id = m.NO_RUN  # scattered: no stale report's FreeKeys may drop it
             if ts.state != "memory":
                 self.transition(ts, "memory")
 

@@ -221,9 +221,9 @@ class WorkerInfo:
         self.connected = True
         #: In ``SchedulerState.idle``.
         self.is_idle = False
-        #: Its bucket in the victims ``LoadIndex`` and the bucket's load
-        #: range [lo, hi); None while not a victim.
-        self.load_bucket: tuple[int, float, float] | None = None
+        #: Its bucket in the victims ``LoadIndex``; -1 (``load_index.NOT_INDEXED``)
+        #: while not a victim.
+        self.load_bucket = -1
 
     def __repr__(self) -> str:
         return f"<Worker {self.address} processing={len(self.processing)}>"

@@ -19,6 +19,22 @@ RESOLUTION = 0.001
 #: Bucket b >= 1 holds loads in [RESOLUTION * 2**(b-1), RESOLUTION * 2**b);
 #: the top bucket takes everything above (about 12 days at this resolution).
 N_BUCKETS = 40
+#: Each bucket's load range [LOWER[b], UPPER[b]). Shared by all workers, so
+#: checking whether a worker stays in its bucket reads nothing cold: a range
+#: kept per worker was a tuple and two floats to allocate on each move and
+#: to read on each check, at 1,000 workers cache misses twice per task.
+LOWER: tuple[float, ...] = (float("-inf"),) + tuple(
+    RESOLUTION * 2 ** (b - 1) for b in range(1, N_BUCKETS))
+UPPER: tuple[float, ...] = tuple(RESOLUTION * 2**b for b in range(N_BUCKETS - 1)) + (
+    float("inf"),)
+#: ``WorkerInfo.load_bucket`` of a worker not in the index.
+NOT_INDEXED = -1
+
+
+def bucket_of(load: float) -> int:
+    if load < RESOLUTION:
+        return 0
+    return min(int(load / RESOLUTION).bit_length(), N_BUCKETS - 1)
 
 
 class LoadIndex:
@@ -35,34 +51,26 @@ class LoadIndex:
         return self.n
 
     def __contains__(self, ws: WorkerInfo) -> bool:
-        return ws.load_bucket is not None
+        return ws.load_bucket != NOT_INDEXED
 
     def set(self, ws: WorkerInfo, load: float) -> None:
         # Called twice per task: the common case (same bucket) is two comparisons.
         old = ws.load_bucket
-        if old is not None and old[1] <= load < old[2]:
-            return
-        if load < RESOLUTION:
-            b, lo, hi = 0, float("-inf"), RESOLUTION
-        else:
-            b = int(load / RESOLUTION).bit_length()
-            if b >= N_BUCKETS:
-                b = N_BUCKETS - 1
-                lo, hi = RESOLUTION * 2 ** (b - 1), float("inf")
-            else:
-                lo, hi = RESOLUTION * 2 ** (b - 1), RESOLUTION * 2**b
-        if old is not None:
-            del self.buckets[old[0]][ws]
+        if old != NOT_INDEXED:
+            if LOWER[old] <= load < UPPER[old]:
+                return
+            del self.buckets[old][ws]
         else:
             self.n += 1
+        b = bucket_of(load)
         self.buckets[b][ws] = None
-        ws.load_bucket = (b, lo, hi)
+        ws.load_bucket = b
 
     def discard(self, ws: WorkerInfo) -> None:
         old = ws.load_bucket
-        if old is not None:
-            del self.buckets[old[0]][ws]
-            ws.load_bucket = None
+        if old != NOT_INDEXED:
+            del self.buckets[old][ws]
+            ws.load_bucket = NOT_INDEXED
             self.n -= 1
 
     def highest(self, k: int) -> list[WorkerInfo]:
@@ -85,7 +93,6 @@ class LoadIndex:
         n = 0
         for b, bucket in enumerate(self.buckets):
             for ws in bucket:
-                assert ws.load_bucket is not None and ws.load_bucket[0] == b, (
-                    f"{ws} filed in bucket {b}")
+                assert ws.load_bucket == b, f"{ws} filed in bucket {b}"
                 n += 1
         assert n == self.n, "load index count mismatch"

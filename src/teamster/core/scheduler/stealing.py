@@ -73,6 +73,7 @@ class Stealing:
         Returns the number of requests sent.
         """
         s = self.state
+        s.settle_victims()
         if not s.victims or s.placement.is_saturated(thief):
             return 0
         placement = s.placement
@@ -127,6 +128,7 @@ class Stealing:
     def periodic(self, stimulus_id: str) -> None:
         """A bounded pass for hungry workers the event-driven trigger missed."""
         s = self.state
+        s.settle_victims()
         if not s.victims or not s.idle or s.n_queued:
             return
         for thief in s.rotate_idle(PERIODIC_THIEVES):

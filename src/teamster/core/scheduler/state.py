@@ -637,13 +637,17 @@ class SchedulerState:
         self.stealing.periodic(ev.stimulus_id)
 
     def _task_finished(self, ev: m.TaskFinished) -> None:
-        ws = self.workers.get(ev.worker)
-        if ws is None:
-            return  # a late message from a worker already removed
+        ts = self.tasks.get(ev.key)
+        # The worker it was assigned to (always connected) is the usual sender:
+        # found without a probe of ``workers``, a cold one at 1,000 workers.
+        ws = None if ts is None else ts.processing_on
+        if ws is None or ws.address != ev.worker:
+            ws = self.workers.get(ev.worker)
+            if ws is None:
+                return  # a late message from a worker already removed
         for keys, nbytes in ev.transfers:  # (they landed before it finished)
             self.report.transfer(nbytes)
             self._add_replicas(ws, keys, ev.stimulus_id)
-        ts = self.tasks.get(ev.key)
         if ts is None or ts.processing_on is not ws or ts.run_id != ev.run_id:
             # Released, cancelled, re-placed or computed elsewhere meanwhile:
             # the result is not wanted here. Not even as a replica of a key in

@@ -76,6 +76,7 @@ class TaskState:
         "critical_path",
         "computation",
         "run_id",
+        "estimate",
     )
 
     def __init__(self, key: Key, prefix: TaskPrefix, run_spec: Serialized | None) -> None:
@@ -139,6 +140,12 @@ class TaskState:
         #: The current assignment's id (see ``ComputeTask.run_id``); results
         #: carrying another id answer an earlier assignment and are stale.
         self.run_id = -1
+        #: While processing: the duration counted in its worker's occupancy
+        #: (the estimate when assigned, raised while it runs past it). Here,
+        #: not as a value in ``WorkerInfo.processing``: a float there was one
+        #: more object to allocate per assignment and to miss in cache when
+        #: the task finished.
+        self.estimate = 0.0
 
     def __repr__(self) -> str:
         return f"<Task {self.key!r} {self.state}>"
@@ -189,9 +196,9 @@ class WorkerInfo:
         self.nthreads = nthreads
         self.memory_limit = memory_limit
         self.resources = resources
-        #: Tasks assigned here -> the duration estimate used when assigning.
-        self.processing: dict[TaskState, float] = {}
-        #: Sum of ``processing`` values: the expected seconds of work queued here.
+        #: Tasks assigned here, in assignment order (see ``TaskState.estimate``).
+        self.processing: dict[TaskState, None] = {}
+        #: Sum of the ``estimate`` of ``processing``: the expected seconds of work queued here.
         self.occupancy = 0.0
         #: Results held here; mirrored by ``TaskState.who_has``.
         self.has_what: dict[TaskState, None] = {}

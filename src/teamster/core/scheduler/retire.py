@@ -246,7 +246,7 @@ class Retirement:
             if ts not in stealing.pending and ts not in stealing.refused:
                 # (stealing's own transaction: a thief of None means "place it
                 # again", exactly what take_back does for stuck workers.)
-                stealing._request(ts, ws, None, ws.processing[ts], stimulus_id)
+                stealing._request(ts, ws, None, ts.estimate, stimulus_id)
 
     def _candidates(self, exclude: dict[WorkerInfo, None] | None = None) -> list[WorkerInfo]:
         """Up to CANDIDATES running workers to receive copies, idle ones first."""

@@ -349,7 +349,8 @@ class SchedulerState:
         ts.processing_on = ws
         self.run_ids += 1
         ts.run_id = self.run_ids
-        ws.processing[ts] = duration
+        ts.estimate = duration
+        ws.processing[ts] = None
         ws.occupancy += duration
         self.n_processing += 1
         if start_fetching_inputs(ts, ws):
@@ -358,7 +359,8 @@ class SchedulerState:
         self.out.append(SendToWorker(ws.address, tr.compute_message(self, ts, stimulus_id)))
 
     def unassign(self, ts: TaskState, ws: WorkerInfo) -> None:
-        ws.occupancy -= ws.processing.pop(ts)
+        del ws.processing[ts]
+        ws.occupancy -= ts.estimate
         self.n_processing -= 1
         if ws.large_readers:
             ws.large_readers.pop(ts, None)
@@ -587,14 +589,14 @@ class SchedulerState:
             ts = self.tasks.get(key)
             if ts is None or ts.processing_on is not ws:
                 continue
-            estimate = ws.processing[ts]
+            estimate = ts.estimate
             if elapsed > 2 * estimate and elapsed > STUCK_AFTER:
                 stuck += 1
             if elapsed <= estimate:
                 continue
             # Running past its estimate: it will take at least this long, and
             # so may the rest of its prefix (raised now, not when it ends).
-            ws.processing[ts] = elapsed
+            ts.estimate = elapsed
             ws.occupancy += elapsed - estimate
             changed = True
             prefix = ts.prefix

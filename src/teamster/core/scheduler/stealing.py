@@ -92,7 +92,7 @@ class Stealing:
             for ts in islice(reversed(victim.processing), SCAN):
                 if ts in pending or ts in refused:
                     continue
-                duration = victim.processing[ts]
+                duration = ts.estimate
                 start_there = wait - duration
                 if ts.restricted and not placement.may_run(ts, thief):
                     continue
@@ -122,7 +122,7 @@ class Stealing:
                 return
             if ts in pending or ts in self.refused:
                 continue
-            self._request(ts, victim, None, victim.processing[ts], stimulus_id)
+            self._request(ts, victim, None, ts.estimate, stimulus_id)
             spare -= 1
 
     def periodic(self, stimulus_id: str) -> None:

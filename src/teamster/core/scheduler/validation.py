@@ -122,7 +122,7 @@ def validate_state(s: SchedulerState) -> None:
             _fail(s, None, f"worker {addr}: victims index disagrees with its queue")
         if ws.address != addr or s.workers_by_name.get(ws.name) is not ws:
             _fail(s, None, f"worker {addr} indexed inconsistently")
-        total = sum(ws.processing.values()) + reserved.get(ws, 0.0)
+        total = sum(ts.estimate for ts in ws.processing) + reserved.get(ws, 0.0)
         if abs(total - ws.occupancy) > 1e-6 * max(1.0, total):
             _fail(s, None, f"worker {addr} occupancy {ws.occupancy} != sum {total}")
         for ts in ws.processing:

@@ -1,13 +1,11 @@
-"""Optional C build of the scheduler core; everything else is in pyproject.toml.
+"""The C build of the scheduler core; everything else is in pyproject.toml.
 
-    pip install mypy 'setuptools>=77'
-    TEAMSTER_COMPILE=1 pip install --no-build-isolation .
-
-compiles the modules listed under ``[tool.teamster] compiled-core`` with
-mypyc (``--no-build-isolation`` lets the build see the mypy installed
-beside it; a C compiler is needed) into C extensions that Python imports in place of the sources. Without
-the variable the install is pure Python, as development and the test suite
-want it (tracebacks, debuggers, monkeypatching).
+With ``TEAMSTER_COMPILE=1`` this compiles the modules listed under
+``[tool.teamster] compiled-core`` with mypyc into C extensions that Python
+imports in place of the sources. The build backend
+(buildsys/teamster_build.py) sets it for wheels when a C compiler is
+available, and adds mypy to the build's requirements; editable installs
+(development, the test suite) stay pure Python.
 """
 
 import os

@@ -24,7 +24,7 @@ import time
 from typing import Any
 
 from teamster.core import messages as m
-from teamster.core.scheduler import SchedulerState
+from teamster.core.scheduler import CORE, SchedulerState
 from teamster.core.scheduler.events import RetireWorkers, Tick
 from teamster.core.scheduler.instructions import (
     CloseWorker,
@@ -116,7 +116,8 @@ class SchedulerServer:
         )
         self.address = self._listener.address
         self._ticker = asyncio.create_task(self._tick_forever())
-        logger.info("Scheduler at %s", self.address)
+        # (Which core runs decides the CPU per task: see buildsys/teamster_build.py.)
+        logger.info("Scheduler at %s (scheduler core: %s)", self.address, CORE)
         return self
 
     async def close(self) -> None:

@@ -69,9 +69,14 @@ def will_compile() -> bool:
     return True
 
 
+def compiler_requires() -> list[str]:
+    """What a wheel build needs beyond setuptools' own requirements."""
+    return [MYPY] if will_compile() else []
+
+
 def get_requires_for_build_wheel(config_settings: Any = None) -> list[str]:
     requires: list[str] = _setuptools.get_requires_for_build_wheel(config_settings)
-    return [*requires, MYPY] if will_compile() else requires
+    return [*requires, *compiler_requires()]
 
 
 def build_wheel(wheel_directory: str, config_settings: Any = None,

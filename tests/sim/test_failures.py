@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from teamster.core.scheduler import SchedulerState
+from teamster.core.scheduler.entities import NO_HOLDERS
 from teamster.sim import Simulation, SimulationError, WorkerSpec, build_workload
 from teamster.sim.run import SMALL_RUN
 
@@ -12,7 +13,9 @@ from teamster.sim.run import SMALL_RUN
 def corrupt_add_replica(monkeypatch: pytest.MonkeyPatch) -> None:
     """A planted bug: the scheduler forgets to mirror who_has into has_what."""
     def add_replica(self: SchedulerState, ts: object, ws: object) -> None:
-        ts.who_has[ws] = None  # type: ignore[attr-defined]
+        # (A new dict: writing into a task's first, shared NO_HOLDERS would be
+        # caught as that instead.)
+        ts.who_has = {**ts.who_has, ws: None}  # type: ignore[attr-defined]
 
     monkeypatch.setattr(SchedulerState, "add_replica", add_replica)
 
@@ -27,6 +30,23 @@ def test_invariant_failure_names_seed_event_and_story(monkeypatch: pytest.Monkey
     assert "seed=42" in text and "workload=random-dag" in text
     assert "while scheduler handled TaskFinished" in text
     assert "processing -> memory" in text  # the story of the key
+
+
+def test_writing_into_the_shared_empty_who_has_is_caught(monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    """Tasks share one empty ``who_has`` until a first holder: an insert in
+    place would give every task that holder."""
+    def add_replica(self: SchedulerState, ts: object, ws: object) -> None:
+        ts.who_has[ws] = None  # type: ignore[attr-defined]
+        ws.has_what[ts] = None  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(SchedulerState, "add_replica", add_replica)
+    sim = Simulation(build_workload("random-dag", workers=3, tasks=50, seed=42))
+    try:
+        with pytest.raises(SimulationError, match="NO_HOLDERS"):
+            sim.run()
+    finally:
+        NO_HOLDERS.clear()  # (shared by every scheduler in this process)
 
 
 def test_every_k_validation_catches_it_too(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,7 +18,13 @@ from teamster.core import messages as m
 from teamster.core.keys import key_prefix
 from teamster.core.scheduler import intake
 from teamster.core.scheduler import transitions as tr
-from teamster.core.scheduler.entities import ClientInfo, TaskPrefix, TaskState, WorkerInfo
+from teamster.core.scheduler.entities import (
+    NO_HOLDERS,
+    ClientInfo,
+    TaskPrefix,
+    TaskState,
+    WorkerInfo,
+)
 from teamster.core.scheduler.events import RetireWorkers, Tick
 from teamster.core.scheduler.instructions import (
     CloseWorker,
@@ -376,13 +382,17 @@ class SchedulerState:
 
     def add_replica(self, ts: TaskState, ws: WorkerInfo) -> None:
         who_has = ts.who_has
-        if ws not in who_has:
+        if who_has is NO_HOLDERS:
+            ts.who_has = {ws: None}
+        elif ws not in who_has:
             who_has[ws] = None
-            ws.has_what[ts] = None
-            if ts.nbytes > 0:
-                ws.nbytes += ts.nbytes
-            if ts.fetching:
-                ts.fetching.pop(ws, None)
+        else:
+            return
+        ws.has_what[ts] = None
+        if ts.nbytes > 0:
+            ws.nbytes += ts.nbytes
+        if ts.fetching:
+            ts.fetching.pop(ws, None)
 
     def remove_replica(self, ts: TaskState, ws: WorkerInfo) -> None:
         del ts.who_has[ws]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from teamster.core.scheduler.entities import TASK_STATES, TaskState, WorkerInfo
+from teamster.core.scheduler.entities import NO_HOLDERS, TASK_STATES, TaskState, WorkerInfo
 from teamster.core.scheduler.placement import LARGE_TRANSFER
 from teamster.core.story import InvariantError
 
@@ -29,6 +29,8 @@ def validate_task(s: SchedulerState, ts: TaskState) -> None:
         _fail(s, ts, "task not registered under its key")
     if ts.state not in TASK_STATES:
         _fail(s, ts, "unknown state")
+    if NO_HOLDERS:
+        _fail(s, ts, "the shared empty who_has (NO_HOLDERS) was written to")
     for dts in ts.dependencies:
         if ts not in dts.dependents:
             _fail(s, ts, f"dependency {dts.key!r} does not list it as a dependent")

@@ -233,6 +233,11 @@ class WorkerInfo:
         #: while not a victim.
         self.load_bucket = -1
 
+    def spare_tasks(self) -> int:
+        """Tasks queued here beyond one per thread and not already being
+        stolen: what stealing may take. Positive iff it is a steal victim."""
+        return len(self.processing) - self.nthreads - self.n_outgoing
+
     def __repr__(self) -> str:
         return f"<Worker {self.address} processing={len(self.processing)}>"
 
@@ -240,9 +245,8 @@ class WorkerInfo:
 #: The ``who_has`` of every task no worker has held yet: one shared empty
 #: dict instead of one per task (64 bytes each by tracemalloc, about 60 MB of
 #: peak RSS at a million tasks, and one more cold object to read when the
-#: task finishes). Never
-#: mutated: ``SchedulerState.add_replica`` replaces it; validation checks
-#: it stays empty.
+#: task finishes). Never mutated: ``SchedulerState.add_replica`` replaces
+#: it; validation checks it stays empty.
 NO_HOLDERS: Final[dict[WorkerInfo, None]] = {}
 
 

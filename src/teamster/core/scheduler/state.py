@@ -298,7 +298,6 @@ class SchedulerState:
         """Refile ``ws`` in the idle set and the load indices after its load changed."""
         if not ws.connected:
             return
-        threads = ws.nthreads
         if self._is_saturated(ws):
             if ws.is_idle:
                 del self.idle[ws]
@@ -306,8 +305,8 @@ class SchedulerState:
         elif not ws.is_idle:
             self.idle[ws] = None
             ws.is_idle = True
-        if len(ws.processing) - ws.n_outgoing > threads:
-            self.victims.set(ws, ws.occupancy / threads)
+        if ws.spare_tasks() > 0:
+            self.victims.set(ws, ws.occupancy / ws.nthreads)
         elif ws.load_bucket != NOT_INDEXED:
             # Not now: a worker that finished a task mostly gets the next
             # one in the same event, and is a victim again in the same bucket.
@@ -323,8 +322,7 @@ class SchedulerState:
         leaving = self._leaving_victims
         while leaving:
             ws, _ = leaving.popitem()
-            if (ws.load_bucket != NOT_INDEXED
-                    and len(ws.processing) - ws.n_outgoing <= ws.nthreads):
+            if ws.load_bucket != NOT_INDEXED and ws.spare_tasks() <= 0:
                 self.victims.discard(ws)
 
     def freed(self, ws: WorkerInfo) -> None:
@@ -614,7 +612,7 @@ class SchedulerState:
                 prefix.duration_average = elapsed
         if changed:
             self.update_idle(ws)
-        if stuck >= ws.nthreads and len(ws.processing) - ws.n_outgoing > ws.nthreads:
+        if stuck >= ws.nthreads and ws.spare_tasks() > 0:
             self.stealing.take_back(ws, ev.stimulus_id)
 
     def _worker_status(self, ev: m.WorkerStatus) -> None:

@@ -84,7 +84,7 @@ class Stealing:
         for victim in s.victims.highest(MAX_VICTIMS):
             if victim is thief:
                 continue
-            spare = len(victim.processing) - victim.nthreads - victim.n_outgoing
+            spare = victim.spare_tasks()
             if spare <= 0:
                 continue
             # When a task queued last on the victim would start there.
@@ -115,7 +115,7 @@ class Stealing:
         """Every thread of ``victim`` runs a task far past its estimate: its
         queued tasks would wait for who knows how long. Ask for them back and
         place them again (on whichever worker frees up first)."""
-        spare = len(victim.processing) - victim.nthreads - victim.n_outgoing
+        spare = victim.spare_tasks()
         pending = self.pending
         for ts in islice(reversed(victim.processing), SCAN):
             if spare <= 0:

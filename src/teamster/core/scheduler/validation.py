@@ -119,7 +119,7 @@ def validate_state(s: SchedulerState) -> None:
     for addr, ws in s.workers.items():
         if ws.n_incoming != incoming.get(ws, 0) or ws.n_outgoing != outgoing.get(ws, 0):
             _fail(s, None, f"worker {addr} steal counters disagree with pending steals")
-        is_victim = len(ws.processing) - ws.n_outgoing > ws.nthreads
+        is_victim = ws.spare_tasks() > 0
         if is_victim != (ws in s.victims):
             _fail(s, None, f"worker {addr}: victims index disagrees with its queue")
         if ws.address != addr or s.workers_by_name.get(ws.name) is not ws:

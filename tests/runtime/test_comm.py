@@ -147,7 +147,8 @@ def test_echo_preserves_messages_and_order(run_async: Any, address: str) -> None
             assert comm.handshake == {"teamster": PROTOCOL_VERSION, "role": "scheduler"}
             msgs = [
                 ComputeTask(key=("f", i), run_spec=Serialized(b"x" * 60), who_has=(),
-                            priority=(0, i), resources=None, run_id=i, stimulus_id=f"s-{i}")
+                            priority=(0, i), resources=None, run_id=i, announce=False,
+                            stimulus_id=f"s-{i}")
                 for i in range(200)
             ]
             for m in msgs:
@@ -523,6 +524,43 @@ def test_batched_send_drops_after_comm_closed(run_async: Any,
         assert bsend.messages_dropped == 2
         assert "dropped" in caplog.text
         await bsend.close()
+        await cleanup()
+
+    run_async(main())
+
+
+def test_batched_send_written_returns_once_what_was_sent_is_written(run_async: Any) -> None:
+    async def main() -> None:
+        bsend, _, batches, cleanup = await batched_pair("tcp://127.0.0.1:0", interval=0.002)
+        await bsend.written()  # nothing sent: at once
+        bsend.send("a", "b")
+        waiter = asyncio.ensure_future(bsend.written())
+        bsend.send("c")  # sent after the call: not waited for ...
+        await waiter
+        assert bsend.messages_sent >= 2  # ... but a and b are out
+        got: list[Any] = []
+        while len(got) < 3:
+            got.extend(await batches.get())
+        assert got == ["a", "b", "c"]
+        await bsend.close()
+        await cleanup()
+
+    run_async(main())
+
+
+def test_batched_send_written_returns_when_the_stream_is_aborted(run_async: Any) -> None:
+    async def main() -> None:
+        # An hour-long interval holds the second message back until the abort.
+        bsend, _, batches, cleanup = await batched_pair("tcp://127.0.0.1:0", interval=3600)
+        bsend.send("first")
+        assert await batches.get() == ("first",)
+        bsend.send("never written")
+        waiter = asyncio.ensure_future(bsend.written())
+        await asyncio.sleep(0)  # (lets it start waiting)
+        assert not waiter.done()
+        bsend.abort()
+        await waiter  # released, not left hanging
+        assert bsend.messages_dropped == 1
         await cleanup()
 
     run_async(main())

@@ -45,6 +45,10 @@ class BatchedSend:
         self.messages_sent = 0
         self.batches_sent = 0
         self.messages_dropped = 0
+        #: Messages accepted by ``send``; ``written`` waits for ``messages_sent``
+        #: to reach what it was when called.
+        self._accepted = 0
+        self._write_waiters: list[tuple[int, asyncio.Future[None]]] = []
 
     def start(self, comm: Comm) -> None:
         """Begin flushing to ``comm`` (messages sent before this are kept)."""
@@ -59,9 +63,29 @@ class BatchedSend:
             self._drop(len(msgs))
             return
         self._buffer.extend(msgs)
+        self._accepted += len(msgs)
         waiter = self._idle_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    async def written(self) -> None:
+        """Return once every message sent so far has been written to the comm,
+        or once the stream has ended (then they never will be)."""
+        if self._closed or self.messages_sent >= self._accepted:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._write_waiters.append((self._accepted, waiter))
+        await waiter
+
+    def _release_writers(self, upto: int | None) -> None:
+        """Resolve ``written`` waiters whose messages are out (all if ``upto`` is None)."""
+        keep = []
+        for target, waiter in self._write_waiters:
+            if upto is None or target <= upto:
+                _resolve(waiter)
+            else:
+                keep.append((target, waiter))
+        self._write_waiters = keep
 
     def closed(self) -> bool:
         return self._closed or (self._comm is not None and self._comm.closed())
@@ -87,6 +111,7 @@ class BatchedSend:
         self._closed = True
         if self._task is not None:
             self._task.cancel()
+        self._release_writers(None)
         if self._buffer:
             self._drop(0)
         if self._comm is not None:
@@ -138,10 +163,13 @@ class BatchedSend:
                 return
             self.messages_sent += len(batch)
             self.batches_sent += 1
+            if self._write_waiters:
+                self._release_writers(self.messages_sent)
 
     def _drop(self, extra: int) -> None:
         n = extra + len(self._buffer)
         self._buffer = []
+        self._release_writers(None)
         first = self.messages_dropped == 0
         self.messages_dropped += n
         peer = self._comm.peer_address if self._comm is not None else "<not started>"

@@ -71,11 +71,12 @@ def finished(
     s: SchedulerState, worker: str, key: m.Key, *, nbytes: int = 8, type_name: str = "int",
     duration: float = 1.0, stop: float = 1.0, sid: str = "", run_id: int | None = None,
     transfers: tuple[tuple[tuple[m.Key, ...], int], ...] = (),
+    started: tuple[m.Key, ...] = (),
 ) -> m.TaskFinished:
     """A worker's result for the current assignment of ``key`` (unless ``run_id`` is given)."""
     run = current_run(s, key) if run_id is None else run_id
     return m.TaskFinished(worker, key, nbytes, type_name, duration, stop, run, transfers,
-                          sid or f"done-{key}")
+                          started, sid or f"done-{key}")
 
 
 def erred(
@@ -90,11 +91,11 @@ def compute(
     worker: str, key: m.Key, priority: m.Priority, sid: str, *,
     who_has: tuple[tuple[m.Key, tuple[str, ...], int], ...] = (),
     resources: tuple[tuple[str, float], ...] | None = None, run_spec: m.Serialized | None = RUN,
-    run_id: Any = ANY,
+    run_id: Any = ANY, announce: bool = False,
 ) -> SendToWorker:
     """The instruction that sends a ComputeTask to ``worker`` (any run_id unless given)."""
     return SendToWorker(worker, m.ComputeTask(key, run_spec, who_has, priority, resources,
-                                              run_id, sid))
+                                              run_id, announce, sid))
 
 
 def free(worker: str, sid: str, *keys: m.Key, run_id: int = -1) -> SendToWorker:

@@ -101,7 +101,11 @@ def worker(nthreads: int = 1) -> WorkerState:
 
 def compute_task(key: m.Key, *deps: tuple[m.Key, tuple[str, ...], int],
                  sid: str = "") -> m.ComputeTask:
-    return m.ComputeTask(key, RUN, tuple(deps), (0,), None, 1, sid or f"compute-{key}")
+    return m.ComputeTask(key, RUN, tuple(deps), (0,), None, 1, False, sid or f"compute-{key}")
+
+
+def started(sid: str, *keys: m.Key) -> SendToScheduler:
+    return SendToScheduler(m.TasksStarted(ME, keys, sid))
 
 
 def status(value: str, sid: str) -> SendToScheduler:
@@ -115,22 +119,24 @@ def test_paused_worker_starts_nothing_and_runs_the_ready_task_on_resume() -> Non
     assert w.tasks["x"].state == "ready"
     assert w.handle(ev.PauseChanged(False, "r")) == [
         status("running", "r"),
-        Execute("x", RUN, (), "r"),
+        Execute("x", RUN, (), False, "r"),
     ]
 
 
 def test_running_task_finishes_while_paused_and_frees_no_slot_for_the_next() -> None:
     w = worker()
-    assert w.handle(compute_task("x", sid="cx")) == [Execute("x", RUN, (), "cx")]
+    assert w.handle(compute_task("x", sid="cx")) == [
+        Execute("x", RUN, (), False, "cx"),
+    ]
     w.handle(ev.PauseChanged(True, "p"))
     assert w.handle(compute_task("y", sid="cy")) == []
     assert w.handle(ev.ExecuteSuccess("x", 8, "int", 0.5, 100.0, "ran-x")) == [
-        SendToScheduler(m.TaskFinished(ME, "x", 8, "int", 0.5, 100.0, 1, (), "ran-x")),
+        SendToScheduler(m.TaskFinished(ME, "x", 8, "int", 0.5, 100.0, 1, (), (), "ran-x")),
     ]
     assert w.tasks["y"].state == "ready"
     assert w.handle(ev.PauseChanged(False, "r")) == [
         status("running", "r"),
-        Execute("y", RUN, (), "r"),
+        Execute("y", RUN, (), False, "r"),
     ]
 
 

@@ -328,8 +328,8 @@ class SchedulerWorld:
                 if msg.key in sim.memory:
                     # A worker asked to compute what it holds reports it at once.
                     sim.memory[msg.key] = msg.run_id
-                    self.handle(m.TaskFinished(address, msg.key, 8, "int", 0.0, 0.0, msg.run_id, (),
-                                               f"have-{msg.key}-{self.n_events}"))
+                    self.handle(m.TaskFinished(address, msg.key, 8, "int", 0.0, 0.0, msg.run_id,
+                                               (), (), f"have-{msg.key}-{self.n_events}"))
                 else:
                     sim.processing[msg.key] = msg
             elif isinstance(msg, m.FreeKeys):
@@ -425,8 +425,11 @@ class SchedulerWorld:
         del sim.processing[key]
         sim.memory[key] = msg.run_id
         transfers = ((tuple(added), 8 * len(added)),) if added else ()
+        # The next task it holds starts as this one ends (as real workers do).
+        started = tuple(sorted(sim.processing, key=str)[:1])
         self.handle(m.TaskFinished(address, key, 8, "int", duration, self.now + duration,
-                                   msg.run_id, transfers, f"done-{key}-{self.n_events}"))
+                                   msg.run_id, transfers, started,
+                                   f"done-{key}-{self.n_events}"))
 
     def err(self, address: str, key: m.Key) -> None:
         msg = self.workers[address].processing.pop(key)
@@ -550,7 +553,7 @@ def _scheduler_step(world: SchedulerWorld, draw: Any) -> None:
     if with_inbox:
         actions += ["deliver"] * 6
     if busy:
-        actions += ["finish"] * 8 + ["err", "give_up"]
+        actions += ["finish"] * 8 + ["err", "give_up", "start", "start"]
     if holders and len(sims) > 1:
         actions += ["lose"]
     if sims:
@@ -596,6 +599,12 @@ def _scheduler_step(world: SchedulerWorld, draw: Any) -> None:
         address, key = draw(st.sampled_from(busy))
         world.finish(address, key, draw(st.sampled_from([1e-4, 0.01, 0.5, 2.0])),
                      piggyback=draw(st.booleans()))
+    elif action == "start":
+        # Start notices, now and then one for a key the worker was not given
+        # (a notice that crossed a release on the wire).
+        address, key = draw(st.sampled_from(busy))
+        keys = [key] + ([world.fresh_key("stale")] if draw(st.integers(0, 3)) == 0 else [])
+        world.handle(m.TasksStarted(address, tuple(keys), f"start-{world.n_events}"))
     elif action == "err":
         world.err(*draw(st.sampled_from(busy)))
     elif action == "give_up":
@@ -763,7 +772,7 @@ class WorkerWorld:
         self.run_specs[key] = run_spec
         self.handle(m.ComputeTask(key, run_spec, tuple(who_has), priority,
                                   (("GPU", 1.0),) if gpu else None, self.n_runs,
-                                  f"compute-{key}"))
+                                  False, f"compute-{key}"))
 
     def free(self, keys: list[m.Key]) -> None:
         for key in keys:

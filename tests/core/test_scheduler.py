@@ -18,6 +18,7 @@ from teamster.core.scheduler import SchedulerState
 from teamster.core.scheduler.events import Tick
 from teamster.core.scheduler.instructions import CloseWorker, SendToClient
 from teamster.core.scheduler.placement import UNKNOWN_DURATION
+from teamster.core.scheduler.state import STARTED_PER_THREAD
 from teamster.core.story import InvalidTransition
 
 from .builders import (
@@ -315,7 +316,9 @@ def test_restricted_task_whose_worker_leaves_goes_back_to_no_worker() -> None:
     s.handle(graph("c", spec("x", workers=(B,)), sid="g1"))
     assert s.handle(m.RemoveWorker(B, "lost", 1.0, "rm")) == []
     assert states(s, "x") == {"x": "no-worker"}
-    assert s.handle(register_worker(B, sid="rb2")) == [compute(B, "x", (0, 1, 0), "rb2")]
+    assert s.handle(register_worker(B, sid="rb2")) == [
+        compute(B, "x", (0, 1, 0), "rb2", announce=True),
+    ]
 
 
 # ------------------------------------------------------------------ errors
@@ -392,8 +395,10 @@ def test_error_from_a_worker_not_running_the_task_is_ignored() -> None:
 def test_processing_tasks_of_a_lost_worker_go_to_another() -> None:
     s = scheduler(register_worker(A), register_worker(B))
     assert s.handle(graph("c", spec("x"), sid="g1")) == [compute(A, "x", (0, 1, 0), "g1")]
+    assert s.handle(m.TasksStarted(A, ("x",), "st")) == []
+    # It was running there: its start is announced where it runs next.
     assert s.handle(m.RemoveWorker(A, "connection closed", 5.0, "rm-a")) == [
-        compute(B, "x", (0, 1, 0), "rm-a"),
+        compute(B, "x", (0, 1, 0), "rm-a", announce=True),
     ]
     assert s.tasks["x"].suspicious == 1
     assert s.handle(finished(s, B, "x", sid="f")) == [in_memory("c", "x", (B,), "f")]
@@ -408,7 +413,7 @@ def test_queued_work_of_a_lost_worker_waits_for_room() -> None:
     assert s.handle(m.RemoveWorker(A, "lost", 1.0, "rm")) == []
     assert s.handle(finished(s, B, "t-1", duration=5.0, sid="f")) == [
         in_memory("c", "t-1", (B,), "f"),
-        compute(B, "t-0", (0, 1, 0), "f"),
+        compute(B, "t-0", (0, 1, 0), "f", announce=True),
     ]
 
 
@@ -451,10 +456,18 @@ def test_replicated_result_survives_the_loss_of_one_holder() -> None:
 def test_task_that_killed_three_workers_is_erred() -> None:
     s = scheduler(register_worker(A), register_worker(B), register_worker(C))
     assert s.handle(graph("c", spec("x"), sid="g1")) == [compute(A, "x", (0, 1, 0), "g1")]
+    assert s.handle(m.TasksStarted(A, ("x",), "st-a")) == []
     # Idle workers are used in rotation, so C is tried before B.
-    assert s.handle(m.RemoveWorker(A, "died", 1.0, "rm-a")) == [compute(C, "x", (0, 1, 0), "rm-a")]
-    assert s.handle(m.RemoveWorker(C, "died", 2.0, "rm-c")) == [compute(B, "x", (0, 1, 0), "rm-c")]
+    assert s.handle(m.RemoveWorker(A, "died", 1.0, "rm-a")) == [
+        compute(C, "x", (0, 1, 0), "rm-a", announce=True),
+    ]
+    assert s.handle(m.TasksStarted(C, ("x",), "st-c")) == []
+    assert s.handle(m.RemoveWorker(C, "died", 2.0, "rm-c")) == [
+        compute(B, "x", (0, 1, 0), "rm-c", announce=True),
+    ]
     assert s.tasks["x"].suspicious == 2
+    # (Its start known from a heartbeat this time: notices can be lost.)
+    assert s.handle(m.Heartbeat(B, 2.5, (), (("x", 0.1),), "hb")) == []
     text = (
         f"KilledWorker: 'x' was running on 3 workers that died (last {B}: segfault); "
         "it may be what kills them, so it was not retried."
@@ -465,6 +478,45 @@ def test_task_that_killed_three_workers_is_erred() -> None:
     assert states(s, "x") == {"x": "erred"}
     # A new worker does not revive it.
     assert s.handle(register_worker(D, sid="rd")) == []
+
+
+def test_only_tasks_a_dead_worker_had_started_are_suspected() -> None:
+    # A worker holds a queue: dying, it ran at most one task per thread. The
+    # rest never ran, and dying with three workers under churn must not fail them.
+    s = scheduler(register_worker(A), register_worker(B))
+    s.handle(graph("c", *(spec(k, workers=(A,)) for k in "xyz"), sid="g1"))
+    on_a = sorted(ts.key for ts in s.workers[A].processing)
+    running, *queued = on_a
+    assert queued, "the test needs a queue on A"
+    s.handle(m.TasksStarted(A, (running,), "st"))
+    s.handle(m.RemoveWorker(A, "died", 1.0, "rm"))
+    assert s.tasks[running].suspicious == 1
+    assert [s.tasks[k].suspicious for k in queued] == [0] * len(queued)
+    # All of them are announced where they run next (any may kill at once).
+    assert all(s.tasks[k].lost_runs == 1 for k in on_a)
+
+
+def test_start_notice_rides_on_task_finished_and_is_forgotten_with_the_task() -> None:
+    s = scheduler(register_worker(A, nthreads=1))
+    s.handle(graph("c", spec("x"), spec("y"), sid="g1"))
+    assert s.handle(m.TasksStarted(A, ("x",), "st")) == []
+    assert s.workers[A].started == {"x"}
+    s.handle(finished(s, A, "x", started=("y",), sid="fx"))
+    assert s.workers[A].started == {"y"}
+    s.handle(finished(s, A, "y", sid="fy"))
+    assert s.workers[A].started == set()
+
+
+def test_stale_start_notices_are_pruned() -> None:
+    # Notices for tasks released meanwhile (crossing on the wire) are kept
+    # only until a worker's set outgrows what its threads could run.
+    s = scheduler(register_worker(A, nthreads=1))
+    stale = tuple(f"gone-{i}" for i in range(STARTED_PER_THREAD + 4))
+    s.handle(graph("c", spec("x"), sid="g1"))
+    s.handle(m.TasksStarted(A, stale, "st-1"))
+    assert s.workers[A].started == set(stale)
+    s.handle(m.TasksStarted(A, ("x", "gone-late"), "st-2"))
+    assert s.workers[A].started == {"x"}
 
 
 def test_scattered_data_lost_with_its_worker_errs() -> None:
@@ -485,7 +537,7 @@ def test_heartbeat_timeout_removes_a_silent_worker() -> None:
     # A last spoke at t=0, B at t=8: at t=15 only A is past the deadline.
     assert s.handle(Tick(15.0, "tick-2")) == [
         CloseWorker(A, "missed heartbeats", "tick-2"),
-        compute(B, "x", (0, 1, 0), "tick-2"),
+        compute(B, "x", (0, 1, 0), "tick-2", announce=True),
     ]
     assert list(s.workers) == [B]
     assert s.workers[B].metrics == {"cpu": 0.5}
@@ -507,7 +559,7 @@ def test_reregistering_a_live_address_replaces_the_old_worker() -> None:
     s.handle(graph("c", spec("x"), sid="g1"))
     # The old incarnation's work is lost; the new one gets it again.
     assert s.handle(register_worker(A, nthreads=2, sid="again")) == [
-        compute(A, "x", (0, 1, 0), "again"),
+        compute(A, "x", (0, 1, 0), "again", announce=True),
     ]
     assert s.workers[A].nthreads == 2
 

@@ -30,14 +30,18 @@ def worker(nthreads: int = 1, resources: dict[str, float] | None = None) -> Work
 def compute(
     key: m.Key, *deps: tuple[m.Key, tuple[str, ...], int], priority: m.Priority = (0,),
     resources: tuple[tuple[str, float], ...] | None = None, sid: str = "", run_id: int = 1,
-    run_spec: m.Serialized | None = RUN,
+    run_spec: m.Serialized | None = RUN, announce: bool = False,
 ) -> m.ComputeTask:
-    return m.ComputeTask(key, run_spec, tuple(deps), priority, resources, run_id,
+    return m.ComputeTask(key, run_spec, tuple(deps), priority, resources, run_id, announce,
                          sid or f"compute-{key}")
 
 
-def execute(key: m.Key, sid: str, *deps: m.Key) -> Execute:
-    return Execute(key, RUN, tuple(deps), sid)
+def execute(key: m.Key, sid: str, *deps: m.Key, announce: bool = False) -> Execute:
+    return Execute(key, RUN, tuple(deps), announce, sid)
+
+
+def started(sid: str, *keys: m.Key) -> SendToScheduler:
+    return SendToScheduler(m.TasksStarted(ME, keys, sid))
 
 
 def success(key: m.Key, *, nbytes: int = 8, sid: str = "") -> ev.ExecuteSuccess:
@@ -50,9 +54,10 @@ def failure(key: m.Key, sid: str = "") -> ev.ExecuteFailure:
 
 def finished(key: m.Key, sid: str, *, nbytes: int = 8, duration: float = 0.5,
              stop: float = 100.0, type_name: str = "int", run_id: int = 1,
-             transfers: tuple[tuple[tuple[m.Key, ...], int], ...] = ()) -> SendToScheduler:
+             transfers: tuple[tuple[tuple[m.Key, ...], int], ...] = (),
+             started: tuple[m.Key, ...] = ()) -> SendToScheduler:
     return SendToScheduler(m.TaskFinished(ME, key, nbytes, type_name, duration, stop, run_id,
-                                          transfers, sid))
+                                          transfers, started, sid))
 
 
 def to_scheduler(msg: m.Message) -> SendToScheduler:
@@ -92,14 +97,25 @@ def test_execute_failure_reports_task_erred_and_forgets() -> None:
 
 def test_threads_bound_and_priority_order_of_execution() -> None:
     w = worker(nthreads=2)
-    assert w.handle(compute("a", priority=(0, 3), sid="ca")) == [execute("a", "ca")]
-    assert w.handle(compute("b", priority=(0, 1), sid="cb")) == [execute("b", "cb")]
+    assert w.handle(compute("a", priority=(0, 3), sid="ca")) == [
+        execute("a", "ca"),
+    ]
+    assert w.handle(compute("b", priority=(0, 1), sid="cb")) == [
+        execute("b", "cb"),
+    ]
     # Both threads busy: c and d wait, and run highest priority (lowest tuple) first.
     assert w.handle(compute("c", priority=(0, 2), sid="cc")) == []
     assert w.handle(compute("d", priority=(0, 0), sid="cd")) == []
     assert states(w, "c", "d") == {"c": "ready", "d": "ready"}
-    assert w.handle(success("a", sid="ra")) == [finished("a", "ra"), execute("d", "ra")]
-    assert w.handle(success("b", sid="rb")) == [finished("b", "rb"), execute("c", "rb")]
+    # Each result says which tasks run now (b since before, d from now on).
+    assert w.handle(success("a", sid="ra")) == [
+        finished("a", "ra", started=("b", "d")),
+        execute("d", "ra"),
+    ]
+    assert w.handle(success("b", sid="rb")) == [
+        finished("b", "rb", started=("c",)),
+        execute("c", "rb"),
+    ]
     assert w.handle(success("d", sid="rd")) == [finished("d", "rd")]
 
 
@@ -113,8 +129,13 @@ def test_resources_bound_concurrent_execution() -> None:
     # Threads are free, the GPU is not.
     assert w.handle(compute("g2", priority=(0, 1), resources=gpu, sid="c2")) == []
     # A task without resource needs and of higher priority still runs.
-    assert w.handle(compute("cpu", priority=(-1,), sid="c3")) == [execute("cpu", "c3")]
-    assert w.handle(success("g1", sid="r1")) == [finished("g1", "r1"), execute("g2", "r1")]
+    assert w.handle(compute("cpu", priority=(-1,), sid="c3")) == [
+        execute("cpu", "c3"),
+    ]
+    assert w.handle(success("g1", sid="r1")) == [
+        finished("g1", "r1", started=("cpu", "g2")),
+        execute("g2", "r1"),
+    ]
     assert w.handle(success("g2", sid="r2")) == [finished("g2", "r2")]
     assert w.available_resources == {"GPU": 1}
 
@@ -128,10 +149,49 @@ def test_compute_of_a_key_already_in_memory_reports_it_at_once() -> None:
     ]
 
 
-def test_duplicate_compute_is_ignored() -> None:
+def test_starts_ride_on_the_next_result_while_the_task_still_runs_for_the_scheduler() -> None:
+    # No message of their own: a start is told with the next TaskFinished,
+    # which mostly comes in the same event (a freed thread takes the next task).
+    w = worker(nthreads=2)
+    assert w.handle(compute("x", sid="cx")) == [execute("x", "cx")]
+    assert w.handle(compute("y", sid="cy")) == [execute("y", "cy")]
+    assert w.handle(success("x", sid="rx")) == [finished("x", "rx", started=("y",))]
+    assert w.started == []
+    # Ended or cancelled before a result could carry it: nothing to tell.
+    w.handle(compute("z", sid="cz"))
+    w.handle(compute("v", sid="cv"))
+    assert w.started == ["z"]
+    w.handle(failure("z", sid="fz"))
+    w.handle(m.FreeKeys(("v",), "free-v"))
+    assert w.started == []
+    assert w.handle(success("y", sid="ry")) == [finished("y", "ry")]
+
+
+def test_an_announced_task_runs_once_its_start_notice_is_out() -> None:
+    # It was on a worker that died: should it kill this one at once too, the
+    # scheduler must already know it started (the shell runs it only once
+    # what this event sends is written).
+    w = worker(nthreads=2)
+    assert w.handle(compute("x", sid="cx", announce=True)) == [
+        execute("x", "cx", announce=True),
+        started("cx", "x"),
+    ]
+    assert w.handle(compute("y", sid="cy")) == [execute("y", "cy")]
+
+
+def test_duplicate_compute_runs_nothing_twice_and_says_the_task_runs() -> None:
     w = worker()
     assert w.handle(compute("x", sid="c1")) == [execute("x", "c1")]
     assert w.handle(compute("x", sid="c2")) == []
+    # The scheduler assigned it anew, forgetting it had started: the next
+    # report says so again.
+    assert w.started == ["x"]
+    w.handle(compute("y", sid="cy"))  # (waits for the thread)
+    assert w.handle(compute("y", sid="cy2")) == []
+    assert w.handle(success("x", sid="rx")) == [
+        finished("x", "rx", started=("y",)),
+        execute("y", "rx"),
+    ]
 
 
 # ----------------------------------------------------------- dependencies
@@ -163,7 +223,7 @@ def test_small_inputs_wait_for_the_next_result_while_a_task_runs() -> None:
     assert w.handle(ev.GatherDepSuccess(Q, (("b", 20),), (), 0.0, "got-b")) == []
     # Both transfers ride on z's result (one scheduler event, not three).
     assert w.handle(success("z", sid="rz")) == [
-        finished("z", "rz", transfers=((("a",), 10), (("b",), 20))),
+        finished("z", "rz", transfers=((("a",), 10), (("b",), 20)), started=("y",)),
         execute("y", "rz", "a", "b"),
     ]
     assert w.unreported == []
@@ -213,7 +273,10 @@ def test_large_transfers_and_requested_copies_are_reported_as_they_land() -> Non
     assert w.handle(ev.GatherDepSuccess(Q, (("r", 10),), (), 0.0, "got-r")) == [
         to_scheduler(m.AddKeys(ME, ("r",), Q, 10, 0.0, "got-r")),
     ]
-    assert w.handle(success("z", sid="rz")) == [finished("z", "rz"), execute("y", "rz", "a")]
+    assert w.handle(success("z", sid="rz")) == [
+        finished("z", "rz", started=("y",)),
+        execute("y", "rz", "a"),
+    ]
 
 
 def test_a_free_for_an_earlier_run_spares_a_copy_acquired_since() -> None:
@@ -271,7 +334,9 @@ def test_dependency_already_in_memory_is_not_fetched() -> None:
     w = worker()
     w.handle(compute("x", sid="cx"))
     w.handle(success("x"))
-    assert w.handle(compute("y", ("x", (ME,), 8), sid="cy")) == [execute("y", "cy", "x")]
+    assert w.handle(compute("y", ("x", (ME,), 8), sid="cy")) == [
+        execute("y", "cy", "x"),
+    ]
 
 
 def test_large_dependencies_are_split_across_requests_to_one_peer() -> None:
@@ -400,6 +465,7 @@ def test_compute_again_after_cancel_resumes_without_a_second_execute() -> None:
     w.handle(m.FreeKeys(("x",), "free"))
     assert w.handle(compute("x", sid="c2", run_id=2)) == []
     assert states(w, "x") == {"x": "executing"}
+    assert w.started == ["x"]  # (the next report would say it runs)
     # The run still going answers the new assignment.
     assert w.handle(success("x", sid="done")) == [finished("x", "done", run_id=2)]
 
@@ -487,11 +553,14 @@ def test_compute_of_a_key_waiting_to_be_fetched_computes_it_here() -> None:
     assert states(w, "x") == {"x": "fetch"}
     # The scheduler asks this worker to compute x itself (P lost it, say).
     assert w.handle(compute("x", sid="cx")) == [execute("x", "cx")]
-    assert w.handle(success("x", sid="rx")) == [finished("x", "rx"), execute("z", "rx", "x")]
+    assert w.handle(success("x", sid="rx")) == [
+        finished("x", "rx", started=("z",)),
+        execute("z", "rx", "x"),
+    ]
     # z still runs: a is reported with z's result.
     assert w.handle(ev.GatherDepSuccess(P, (("a", 10),), (), 0.0, "got-a")) == []
     assert w.handle(success("z", sid="rz")) == [
-        finished("z", "rz", transfers=((("a",), 10),)),
+        finished("z", "rz", transfers=((("a",), 10),), started=("y",)),
         execute("y", "rz", "a"),
     ]
 
@@ -503,7 +572,7 @@ def test_compute_of_a_fetched_key_in_flight_is_reported_when_it_lands() -> None:
     # the copy on its way will do.
     assert w.handle(compute("x", sid="cx")) == []
     assert w.handle(ev.GatherDepSuccess(P, (("x", 10),), (), 0.0, "got")) == [
-        finished("x", "got", nbytes=10, duration=0.0, stop=0.0, type_name=""),
+        finished("x", "got", nbytes=10, duration=0.0, stop=0.0, type_name="", started=("y",)),
         execute("y", "got", "x"),
     ]
 
@@ -540,7 +609,9 @@ def test_cancelled_task_finishing_feeds_a_dependent_placed_here_meanwhile() -> N
     assert w.handle(compute("y", ("x", (P,), 8), sid="cy")) == []
     assert states(w, "x", "y") == {"x": "cancelled", "y": "waiting"}
     # The local run finishes first: its value serves y (no fetch, no report).
-    assert w.handle(success("x", sid="ran-x")) == [execute("y", "ran-x", "x")]
+    assert w.handle(success("x", sid="ran-x")) == [
+        execute("y", "ran-x", "x"),
+    ]
     assert w.handle(success("y", sid="ran-y")) == [
         DeleteData(("x",), "ran-y"),
         finished("y", "ran-y"),
@@ -571,7 +642,9 @@ def test_data_put_for_a_key_waiting_to_be_fetched_makes_it_local() -> None:
     w.handle(compute("y", ("a", (P,), 10), sid="cy"))
     w.handle(compute("z", ("x", (P,), 10), sid="cz"))
     assert states(w, "x") == {"x": "fetch"}
-    assert w.handle(ev.DataPut((("x", 10),), "put")) == [execute("z", "put", "x")]
+    assert w.handle(ev.DataPut((("x", 10),), "put")) == [
+        execute("z", "put", "x"),
+    ]
     assert states(w, "x") == {"x": "memory"}
 
 
@@ -596,7 +669,7 @@ def test_story_and_invalid_transition() -> None:
 def test_unknown_event_type_raises() -> None:
     w = worker()
     with pytest.raises(TypeError, match="cannot handle"):
-        w.handle(m.TaskFinished(ME, "x", 1, "int", 0.1, 1.0, 1, (), "wrong-direction"))
+        w.handle(m.TaskFinished(ME, "x", 1, "int", 0.1, 1.0, 1, (), (), "wrong-direction"))
 
 
 # ------------------------------------------------------------------ run_id
@@ -608,7 +681,7 @@ def test_reports_echo_the_run_id_of_the_assignment() -> None:
     w = worker(nthreads=2)
     w.handle(compute("x", run_id=7))
     w.handle(compute("y", run_id=8))
-    assert w.handle(success("x", sid="rx")) == [finished("x", "rx", run_id=7)]
+    assert w.handle(success("x", sid="rx")) == [finished("x", "rx", run_id=7, started=("y",))]
     assert w.handle(failure("y", sid="fy")) == [
         to_scheduler(m.TaskErred(ME, "y", EXC, TB, "ValueError('x')", 0.5, 8, "fy")),
     ]
@@ -637,7 +710,7 @@ def test_resubmitted_different_computation_waits_for_the_cancelled_run() -> None
     # The old run ends: its value is dropped, the new computation starts.
     assert w.handle(success("x", sid="old")) == [
         DeleteData(("x",), "old"),
-        Execute("x", RUN2, (), "old"),
+        Execute("x", RUN2, (), False, "old"),
     ]
     assert w.handle(success("x", sid="new")) == [finished("x", "new", run_id=2)]
 
@@ -647,7 +720,9 @@ def test_resubmitted_different_computation_starts_after_the_old_run_fails() -> N
     w.handle(compute("x", sid="c1", run_id=1))
     w.handle(m.FreeKeys(("x",), "free"))
     w.handle(compute("x", sid="c2", run_id=2, run_spec=RUN2))
-    assert w.handle(failure("x", sid="old")) == [Execute("x", RUN2, (), "old")]
+    assert w.handle(failure("x", sid="old")) == [
+        Execute("x", RUN2, (), False, "old"),
+    ]
 
 
 def test_free_keys_drops_a_pending_resubmission() -> None:

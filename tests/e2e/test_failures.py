@@ -136,15 +136,18 @@ def test_lost_scattered_data_fails_its_futures_with_a_clear_message(tmp_path):
 
 
 def test_task_that_kills_three_workers_is_erred_as_suspicious():
-    with LocalCluster(n_workers=4, threads_per_worker=1) as cluster, \
+    # It kills its process the moment it starts. Its first start notice rides
+    # a batch and may die with the process (then that death is not held
+    # against it); every later run is announced before it starts, so it is
+    # failed after three or four deaths, never retried for ever.
+    with LocalCluster(n_workers=5, threads_per_worker=1) as cluster, \
             Client(cluster, timeout=30) as client:
         killer = client.submit(kill_own_process, pure=False)
         with pytest.raises(KilledWorker, match=r"running on 3 workers that died") as info:
             killer.result(timeout=120)
         assert "may be what kills them" in str(info.value)
-        assert len(client.scheduler_info()["workers"]) == 1
+        assert len(client.scheduler_info()["workers"]) in (1, 2)
         assert client.submit(inc, 1).result(timeout=30) == 2
-        assert len([p for p in cluster.worker_pids()]) == 4  # three of them dead
 
 
 def test_frozen_worker_is_declared_lost_by_missed_heartbeats_and_rejoins_when_thawed():

@@ -204,6 +204,24 @@ class TaskFinished(Message):
     #: ``WorkerState.unreported``). Reported here, the scheduler registers
     #: them in the event that touches those inputs anyway.
     transfers: tuple[tuple[tuple[Key, ...], int], ...]
+    #: Tasks started here since the last report and still running (see
+    #: ``TasksStarted``): a finishing task mostly starts the next in the same step.
+    started: tuple[Key, ...]
+    stimulus_id: str
+
+
+@message
+class TasksStarted(Message):
+    """The worker starts these tasks, one of them announced (``ComputeTask.announce``).
+
+    Only a task known to have been running when its worker died is suspected
+    of killing it: workers hold queues of tasks, most of them not yet started.
+    Starts are told on the next ``TaskFinished`` (``started``) and seen in
+    heartbeats; this message goes only when one must arrive before the task runs.
+    """
+
+    worker: Address
+    keys: tuple[Key, ...]
     stimulus_id: str
 
 
@@ -327,6 +345,10 @@ class ComputeTask(Message):
     #: to the same worker while the first run's result is on the wire; the
     #: echoed run_id tells that stale result from the current one.
     run_id: int
+    #: Tell the scheduler it started before running it: it was on a worker
+    #: that died, and if it kills workers at once its usual start notice
+    #: (batched) would die with them and it would never be suspected.
+    announce: bool
     stimulus_id: str
 
 

@@ -39,8 +39,9 @@ logger = logging.getLogger("teamster.scheduler")
 
 #: Messages each kind of peer may send on its stream; anything else is a
 #: protocol violation that closes that peer's connection only.
-WORKER_MESSAGES = (m.TaskFinished, m.TaskErred, m.AddKeys, m.MissingData, m.RescheduleTask,
-                   m.Heartbeat, m.StealResponse, m.WorkerStatus, m.ReplicasNotAcquired)
+WORKER_MESSAGES = (m.TaskFinished, m.TasksStarted, m.TaskErred, m.AddKeys, m.MissingData,
+                   m.RescheduleTask, m.Heartbeat, m.StealResponse, m.WorkerStatus,
+                   m.ReplicasNotAcquired)
 CLIENT_MESSAGES = (m.UpdateGraph, m.ReleaseKeys, m.CancelKeys, m.ScatteredData,
                    m.RemoveClient)
 

@@ -185,12 +185,16 @@ class WorkerServer:
 
     def handle(self, event: Any) -> None:
         assert self.state is not None
+        announced: list[Execute] = []
         for instr in self.state.handle(event):
             kind = type(instr)
             if kind is SendToScheduler:
                 self._bsend.send(instr.msg)  # type: ignore[union-attr]
             elif kind is Execute:
-                self._execute(instr)  # type: ignore[arg-type]
+                if instr.announce:  # type: ignore[union-attr]
+                    announced.append(instr)  # type: ignore[arg-type]
+                else:
+                    self._execute(instr)  # type: ignore[arg-type]
             elif kind is GatherDep:
                 self._spawn(self._gather(instr))  # type: ignore[arg-type]
             elif kind is DeleteData:
@@ -198,6 +202,18 @@ class WorkerServer:
                     self.data.discard(key)
             else:  # pragma: no cover - the core's instruction set is closed
                 raise TypeError(f"unknown instruction {instr!r}")
+        if announced:
+            self._spawn(self._execute_once_announced(announced))
+
+    async def _execute_once_announced(self, instrs: list[Execute]) -> None:
+        """Run tasks that were on a worker that died once their start notices
+        (sent by the event that started them) are written: should one kill
+        this process at once too, the scheduler still learns it was running."""
+        session = self.session
+        await self._bsend.written()
+        if session == self.session:
+            for instr in instrs:
+                self._execute(instr)
 
     def _execute(self, instr: Execute) -> None:
         assert self._executor is not None and self.memory is not None

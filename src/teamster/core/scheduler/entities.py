@@ -70,6 +70,7 @@ class TaskState:
         "allow_other_workers",
         "resource_restrictions",
         "suspicious",
+        "lost_runs",
         "queue_seq",
         "fetching",
         "queued_readers",
@@ -126,6 +127,9 @@ class TaskState:
         self.resource_restrictions: dict[str, float] | None = None
         #: How many workers died while running it.
         self.suspicious = 0
+        #: How many workers died while it was assigned to them (running or
+        #: queued). Once one has, its start is announced (``ComputeTask.announce``).
+        self.lost_runs = 0
         #: Sequence number of its live entry in the ready queue (stale entries differ).
         self.queue_seq = -1
         #: Workers assigned a task that reads this (large) result and not yet
@@ -181,6 +185,7 @@ class WorkerInfo:
         "connected",
         "is_idle",
         "load_bucket",
+        "started",
     )
 
     def __init__(
@@ -232,6 +237,11 @@ class WorkerInfo:
         #: Its bucket in the victims ``LoadIndex``; -1 (``load_index.NOT_INDEXED``)
         #: while not a victim.
         self.load_bucket = -1
+        #: Keys of tasks it said it started (``TasksStarted``) and still has
+        #: in ``processing``, plus a few stale ones (a notice that crossed a
+        #: release; pruned). Only these are suspected when it dies. Keys, not
+        #: TaskStates: the notice's own strings are in cache, the records not.
+        self.started: set[Key] = set()
 
     def spare_tasks(self) -> int:
         """Tasks queued here beyond one per thread and not already being

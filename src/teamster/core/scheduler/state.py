@@ -52,6 +52,9 @@ STUCK_AFTER = 0.1
 #: A task that was running on this many workers when each of them died is
 #: presumed to be what kills them, and is failed rather than retried forever.
 ALLOWED_FAILURES = 3
+#: A worker's ``started`` keys are pruned of stale ones beyond this many per
+#: thread (it cannot run more; stale ones come from notices crossing releases).
+STARTED_PER_THREAD = 2
 
 
 class SchedulerState:
@@ -128,6 +131,7 @@ class SchedulerState:
             m.RemoveWorker: self._remove_worker,
             m.Heartbeat: self._heartbeat,
             m.TaskFinished: self._task_finished,
+            m.TasksStarted: self._tasks_started,
             m.TaskErred: self._task_erred,
             m.AddKeys: self._add_keys,
             m.MissingData: self._missing_data,
@@ -371,6 +375,8 @@ class SchedulerState:
         if not ws.processing and not ws.n_incoming:
             ws.occupancy = 0.0  # no float drift survives an empty queue
         ts.processing_on = None
+        if ws.started:
+            ws.started.discard(ts.key)
         stealing = self.stealing
         if (stealing.pending or stealing.refused) and (
                 ts in stealing.pending or ts in stealing.refused):
@@ -568,7 +574,14 @@ class SchedulerState:
         self.victims.discard(ws)
         self._leaving_victims.pop(ws, None)
         self._freed.pop(ws, None)
+        started = ws.started
         for ts in list(ws.processing):
+            # Only a task it had started may have killed it: most of a queue
+            # never ran (counting them failed healthy tasks under churn).
+            ts.lost_runs += 1
+            if ts.key not in started:
+                self.transition(ts, "released", stimulus_id)
+                continue
             ts.suspicious += 1
             if ts.suspicious >= ALLOWED_FAILURES:
                 ts.exception_text = (
@@ -597,6 +610,7 @@ class SchedulerState:
             ts = self.tasks.get(key)
             if ts is None or ts.processing_on is not ws:
                 continue
+            ws.started.add(key)  # (in case its start notice was lost)
             estimate = ts.estimate
             if elapsed > 2 * estimate and elapsed > STUCK_AFTER:
                 stuck += 1
@@ -646,6 +660,21 @@ class SchedulerState:
             self.report.capacity_changed(ev.now, self.total_threads)
         self.stealing.periodic(ev.stimulus_id)
 
+    def _tasks_started(self, ev: m.TasksStarted) -> None:
+        ws = self.workers.get(ev.worker)
+        if ws is not None:
+            self._note_started(ws, ev.keys)
+
+    def _note_started(self, ws: WorkerInfo, keys: tuple[m.Key, ...]) -> None:
+        started = ws.started
+        started.update(keys)
+        if len(started) > STARTED_PER_THREAD * ws.nthreads + 4:
+            tasks = self.tasks
+            for key in list(started):
+                ts = tasks.get(key)
+                if ts is None or ts.processing_on is not ws:
+                    started.discard(key)
+
     def _task_finished(self, ev: m.TaskFinished) -> None:
         ts = self.tasks.get(ev.key)
         # The worker it was assigned to (always connected) is the usual sender:
@@ -655,6 +684,8 @@ class SchedulerState:
             ws = self.workers.get(ev.worker)
             if ws is None:
                 return  # a late message from a worker already removed
+        if ev.started:
+            self._note_started(ws, ev.started)
         for keys, nbytes in ev.transfers:  # (they landed before it finished)
             self.report.transfer(nbytes)
             self._add_replicas(ws, keys, ev.stimulus_id)

@@ -313,7 +313,7 @@ def compute_message(s: SchedulerState, ts: TaskState, stimulus_id: str) -> Compu
         tuple(sorted(ts.resource_restrictions.items())) if ts.resource_restrictions else None
     )
     return ComputeTask(ts.key, ts.run_spec, who_has, ts.priority, resources, ts.run_id,
-                       stimulus_id)
+                       ts.lost_runs > 0, stimulus_id)
 
 
 TRANSITIONS: dict[tuple[str, str], Transition] = {

@@ -22,7 +22,7 @@ class WorkerTask:
     __slots__ = (
         "key", "state", "run_spec", "priority", "resources", "dependencies", "dependents",
         "waiting_for_data", "who_has", "nbytes", "assigned", "scheduler_holds", "ready_seq",
-        "coming_from", "type_name", "replicate", "run_id", "next_compute",
+        "coming_from", "type_name", "replicate", "run_id", "next_compute", "announce",
     )
 
     def __init__(self, key: m.Key) -> None:
@@ -58,6 +58,8 @@ class WorkerTask:
         #: arrived while the old one still runs cancelled (the key was
         #: released and resubmitted): started once the thread is free.
         self.next_compute: m.ComputeTask | None = None
+        #: Its start must reach the scheduler before it runs (ComputeTask.announce).
+        self.announce = False
 
     def __repr__(self) -> str:
         return f"<WorkerTask {self.key!r} {self.state}>"

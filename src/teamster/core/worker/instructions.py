@@ -12,6 +12,9 @@ class Execute:
     run_spec: Serialized | None
     #: Keys whose values the task reads from the local store.
     dependencies: tuple[Key, ...]
+    #: Run it only once the scheduler has been sent what this event sends
+    #: (its start notice among them): see ``ComputeTask.announce``.
+    announce: bool
     stimulus_id: str
 
 

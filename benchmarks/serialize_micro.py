@@ -35,7 +35,7 @@ def main() -> None:
     finished = TaskFinished(
         worker="tcp://127.0.0.1:40000", key=("x-abc", 3), nbytes=28, type_name="int",
         duration=0.001, stop=1.7e9, run_id=1, transfers=(((("y-abc", 3),), 1000),),
-        started=(("x-abc", 4),), stimulus_id="task-finished-1",
+        stimulus_id="task-finished-1",
     )
     for name, msg in [("ComputeTask", compute), ("TaskFinished", finished)]:
         frames = dumps_message(msg)

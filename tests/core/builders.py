@@ -71,12 +71,11 @@ def finished(
     s: SchedulerState, worker: str, key: m.Key, *, nbytes: int = 8, type_name: str = "int",
     duration: float = 1.0, stop: float = 1.0, sid: str = "", run_id: int | None = None,
     transfers: tuple[tuple[tuple[m.Key, ...], int], ...] = (),
-    started: tuple[m.Key, ...] = (),
 ) -> m.TaskFinished:
     """A worker's result for the current assignment of ``key`` (unless ``run_id`` is given)."""
     run = current_run(s, key) if run_id is None else run_id
     return m.TaskFinished(worker, key, nbytes, type_name, duration, stop, run, transfers,
-                          started, sid or f"done-{key}")
+                          sid or f"done-{key}")
 
 
 def erred(

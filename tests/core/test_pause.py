@@ -104,10 +104,6 @@ def compute_task(key: m.Key, *deps: tuple[m.Key, tuple[str, ...], int],
     return m.ComputeTask(key, RUN, tuple(deps), (0,), None, 1, False, sid or f"compute-{key}")
 
 
-def started(sid: str, *keys: m.Key) -> SendToScheduler:
-    return SendToScheduler(m.TasksStarted(ME, keys, sid))
-
-
 def status(value: str, sid: str) -> SendToScheduler:
     return SendToScheduler(m.WorkerStatus(ME, value, sid))
 
@@ -131,7 +127,7 @@ def test_running_task_finishes_while_paused_and_frees_no_slot_for_the_next() -> 
     w.handle(ev.PauseChanged(True, "p"))
     assert w.handle(compute_task("y", sid="cy")) == []
     assert w.handle(ev.ExecuteSuccess("x", 8, "int", 0.5, 100.0, "ran-x")) == [
-        SendToScheduler(m.TaskFinished(ME, "x", 8, "int", 0.5, 100.0, 1, (), (), "ran-x")),
+        SendToScheduler(m.TaskFinished(ME, "x", 8, "int", 0.5, 100.0, 1, (), "ran-x")),
     ]
     assert w.tasks["y"].state == "ready"
     assert w.handle(ev.PauseChanged(False, "r")) == [

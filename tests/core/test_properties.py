@@ -329,7 +329,7 @@ class SchedulerWorld:
                     # A worker asked to compute what it holds reports it at once.
                     sim.memory[msg.key] = msg.run_id
                     self.handle(m.TaskFinished(address, msg.key, 8, "int", 0.0, 0.0, msg.run_id,
-                                               (), (), f"have-{msg.key}-{self.n_events}"))
+                                               (), f"have-{msg.key}-{self.n_events}"))
                 else:
                     sim.processing[msg.key] = msg
             elif isinstance(msg, m.FreeKeys):
@@ -425,11 +425,8 @@ class SchedulerWorld:
         del sim.processing[key]
         sim.memory[key] = msg.run_id
         transfers = ((tuple(added), 8 * len(added)),) if added else ()
-        # The next task it holds starts as this one ends (as real workers do).
-        started = tuple(sorted(sim.processing, key=str)[:1])
         self.handle(m.TaskFinished(address, key, 8, "int", duration, self.now + duration,
-                                   msg.run_id, transfers, started,
-                                   f"done-{key}-{self.n_events}"))
+                                   msg.run_id, transfers, f"done-{key}-{self.n_events}"))
 
     def err(self, address: str, key: m.Key) -> None:
         msg = self.workers[address].processing.pop(key)

@@ -18,7 +18,6 @@ from teamster.core.scheduler import SchedulerState
 from teamster.core.scheduler.events import Tick
 from teamster.core.scheduler.instructions import CloseWorker, SendToClient
 from teamster.core.scheduler.placement import UNKNOWN_DURATION
-from teamster.core.scheduler.state import STARTED_PER_THREAD
 from teamster.core.story import InvalidTransition
 
 from .builders import (
@@ -395,7 +394,7 @@ def test_error_from_a_worker_not_running_the_task_is_ignored() -> None:
 def test_processing_tasks_of_a_lost_worker_go_to_another() -> None:
     s = scheduler(register_worker(A), register_worker(B))
     assert s.handle(graph("c", spec("x"), sid="g1")) == [compute(A, "x", (0, 1, 0), "g1")]
-    assert s.handle(m.TasksStarted(A, ("x",), "st")) == []
+    assert s.handle(m.Heartbeat(A, 1.0, (), (("x", 0.5),), "hb")) == []
     # It was running there: its start is announced where it runs next.
     assert s.handle(m.RemoveWorker(A, "connection closed", 5.0, "rm-a")) == [
         compute(B, "x", (0, 1, 0), "rm-a", announce=True),
@@ -480,43 +479,36 @@ def test_task_that_killed_three_workers_is_erred() -> None:
     assert s.handle(register_worker(D, sid="rd")) == []
 
 
-def test_only_tasks_a_dead_worker_had_started_are_suspected() -> None:
+def test_only_tasks_a_dead_worker_was_running_are_suspected() -> None:
     # A worker holds a queue: dying, it ran at most one task per thread. The
     # rest never ran, and dying with three workers under churn must not fail them.
     s = scheduler(register_worker(A), register_worker(B))
     s.handle(graph("c", *(spec(k, workers=(A,)) for k in "xyz"), sid="g1"))
-    on_a = sorted(ts.key for ts in s.workers[A].processing)
-    running, *queued = on_a
-    assert queued, "the test needs a queue on A"
-    s.handle(m.TasksStarted(A, (running,), "st"))
-    s.handle(m.RemoveWorker(A, "died", 1.0, "rm"))
-    assert s.tasks[running].suspicious == 1
-    assert [s.tasks[k].suspicious for k in queued] == [0] * len(queued)
-    # All of them are announced where they run next (any may kill at once).
-    assert all(s.tasks[k].lost_runs == 1 for k in on_a)
+    assert sorted(ts.key for ts in s.workers[A].processing) == ["x", "y", "z"]
+    # Its last heartbeat says x runs (and a task it no longer has for us).
+    s.handle(m.Heartbeat(A, 1.0, (), (("x", 0.2), ("gone", 3.0)), "hb"))
+    s.handle(m.RemoveWorker(A, "died", 1.5, "rm"))
+    assert [s.tasks[k].suspicious for k in "xyz"] == [1, 0, 0]
+    # Each may kill the next worker at once, so each start is announced there.
+    assert [s.tasks[k].lost_runs for k in "xyz"] == [1, 1, 1]
+    assert s.handle(register_worker(A, sid="again")) == [
+        compute(A, k, (0, 1, 0), "again", announce=True) for k in "xyz"
+    ]
 
 
-def test_start_notice_rides_on_task_finished_and_is_forgotten_with_the_task() -> None:
-    s = scheduler(register_worker(A, nthreads=1))
-    s.handle(graph("c", spec("x"), spec("y"), sid="g1"))
-    assert s.handle(m.TasksStarted(A, ("x",), "st")) == []
-    assert s.workers[A].started == {"x"}
-    s.handle(finished(s, A, "x", started=("y",), sid="fx"))
-    assert s.workers[A].started == {"y"}
-    s.handle(finished(s, A, "y", sid="fy"))
-    assert s.workers[A].started == set()
-
-
-def test_stale_start_notices_are_pruned() -> None:
-    # Notices for tasks released meanwhile (crossing on the wire) are kept
-    # only until a worker's set outgrows what its threads could run.
-    s = scheduler(register_worker(A, nthreads=1))
-    stale = tuple(f"gone-{i}" for i in range(STARTED_PER_THREAD + 4))
-    s.handle(graph("c", spec("x"), sid="g1"))
-    s.handle(m.TasksStarted(A, stale, "st-1"))
-    assert s.workers[A].started == set(stale)
-    s.handle(m.TasksStarted(A, ("x", "gone-late"), "st-2"))
-    assert s.workers[A].started == {"x"}
+def test_announced_starts_are_kept_while_assigned_there() -> None:
+    # A heartbeat sent before an announced task reached its thread does not
+    # list it: the announcement must outlive that heartbeat.
+    s = scheduler(register_worker(A, nthreads=1), register_worker(B, nthreads=1))
+    s.handle(graph("c", spec("x", workers=(A,)), spec("y", workers=(A,)), sid="g1"))
+    s.handle(m.TasksStarted(A, ("x", "gone"), "st"))
+    s.handle(m.Heartbeat(A, 1.0, (), (), "hb-1"))
+    assert s.workers[A].announced == {"x": None}  # ("gone" is not assigned there)
+    s.handle(finished(s, A, "x", sid="fx"))
+    s.handle(m.Heartbeat(A, 2.0, (), (("y", 0.1),), "hb-2"))
+    assert s.workers[A].announced is None
+    s.handle(m.RemoveWorker(A, "died", 3.0, "rm"))
+    assert s.tasks["y"].suspicious == 1
 
 
 def test_scattered_data_lost_with_its_worker_errs() -> None:

@@ -54,10 +54,9 @@ def failure(key: m.Key, sid: str = "") -> ev.ExecuteFailure:
 
 def finished(key: m.Key, sid: str, *, nbytes: int = 8, duration: float = 0.5,
              stop: float = 100.0, type_name: str = "int", run_id: int = 1,
-             transfers: tuple[tuple[tuple[m.Key, ...], int], ...] = (),
-             started: tuple[m.Key, ...] = ()) -> SendToScheduler:
+             transfers: tuple[tuple[tuple[m.Key, ...], int], ...] = ()) -> SendToScheduler:
     return SendToScheduler(m.TaskFinished(ME, key, nbytes, type_name, duration, stop, run_id,
-                                          transfers, started, sid))
+                                          transfers, sid))
 
 
 def to_scheduler(msg: m.Message) -> SendToScheduler:
@@ -107,13 +106,12 @@ def test_threads_bound_and_priority_order_of_execution() -> None:
     assert w.handle(compute("c", priority=(0, 2), sid="cc")) == []
     assert w.handle(compute("d", priority=(0, 0), sid="cd")) == []
     assert states(w, "c", "d") == {"c": "ready", "d": "ready"}
-    # Each result says which tasks run now (b since before, d from now on).
     assert w.handle(success("a", sid="ra")) == [
-        finished("a", "ra", started=("b", "d")),
+        finished("a", "ra"),
         execute("d", "ra"),
     ]
     assert w.handle(success("b", sid="rb")) == [
-        finished("b", "rb", started=("c",)),
+        finished("b", "rb"),
         execute("c", "rb"),
     ]
     assert w.handle(success("d", sid="rd")) == [finished("d", "rd")]
@@ -133,7 +131,7 @@ def test_resources_bound_concurrent_execution() -> None:
         execute("cpu", "c3"),
     ]
     assert w.handle(success("g1", sid="r1")) == [
-        finished("g1", "r1", started=("cpu", "g2")),
+        finished("g1", "r1"),
         execute("g2", "r1"),
     ]
     assert w.handle(success("g2", sid="r2")) == [finished("g2", "r2")]
@@ -149,24 +147,6 @@ def test_compute_of_a_key_already_in_memory_reports_it_at_once() -> None:
     ]
 
 
-def test_starts_ride_on_the_next_result_while_the_task_still_runs_for_the_scheduler() -> None:
-    # No message of their own: a start is told with the next TaskFinished,
-    # which mostly comes in the same event (a freed thread takes the next task).
-    w = worker(nthreads=2)
-    assert w.handle(compute("x", sid="cx")) == [execute("x", "cx")]
-    assert w.handle(compute("y", sid="cy")) == [execute("y", "cy")]
-    assert w.handle(success("x", sid="rx")) == [finished("x", "rx", started=("y",))]
-    assert w.started == []
-    # Ended or cancelled before a result could carry it: nothing to tell.
-    w.handle(compute("z", sid="cz"))
-    w.handle(compute("v", sid="cv"))
-    assert w.started == ["z"]
-    w.handle(failure("z", sid="fz"))
-    w.handle(m.FreeKeys(("v",), "free-v"))
-    assert w.started == []
-    assert w.handle(success("y", sid="ry")) == [finished("y", "ry")]
-
-
 def test_an_announced_task_runs_once_its_start_notice_is_out() -> None:
     # It was on a worker that died: should it kill this one at once too, the
     # scheduler must already know it started (the shell runs it only once
@@ -179,19 +159,10 @@ def test_an_announced_task_runs_once_its_start_notice_is_out() -> None:
     assert w.handle(compute("y", sid="cy")) == [execute("y", "cy")]
 
 
-def test_duplicate_compute_runs_nothing_twice_and_says_the_task_runs() -> None:
+def test_duplicate_compute_is_ignored() -> None:
     w = worker()
     assert w.handle(compute("x", sid="c1")) == [execute("x", "c1")]
     assert w.handle(compute("x", sid="c2")) == []
-    # The scheduler assigned it anew, forgetting it had started: the next
-    # report says so again.
-    assert w.started == ["x"]
-    w.handle(compute("y", sid="cy"))  # (waits for the thread)
-    assert w.handle(compute("y", sid="cy2")) == []
-    assert w.handle(success("x", sid="rx")) == [
-        finished("x", "rx", started=("y",)),
-        execute("y", "rx"),
-    ]
 
 
 # ----------------------------------------------------------- dependencies
@@ -223,7 +194,7 @@ def test_small_inputs_wait_for_the_next_result_while_a_task_runs() -> None:
     assert w.handle(ev.GatherDepSuccess(Q, (("b", 20),), (), 0.0, "got-b")) == []
     # Both transfers ride on z's result (one scheduler event, not three).
     assert w.handle(success("z", sid="rz")) == [
-        finished("z", "rz", transfers=((("a",), 10), (("b",), 20)), started=("y",)),
+        finished("z", "rz", transfers=((("a",), 10), (("b",), 20))),
         execute("y", "rz", "a", "b"),
     ]
     assert w.unreported == []
@@ -274,7 +245,7 @@ def test_large_transfers_and_requested_copies_are_reported_as_they_land() -> Non
         to_scheduler(m.AddKeys(ME, ("r",), Q, 10, 0.0, "got-r")),
     ]
     assert w.handle(success("z", sid="rz")) == [
-        finished("z", "rz", started=("y",)),
+        finished("z", "rz"),
         execute("y", "rz", "a"),
     ]
 
@@ -465,7 +436,6 @@ def test_compute_again_after_cancel_resumes_without_a_second_execute() -> None:
     w.handle(m.FreeKeys(("x",), "free"))
     assert w.handle(compute("x", sid="c2", run_id=2)) == []
     assert states(w, "x") == {"x": "executing"}
-    assert w.started == ["x"]  # (the next report would say it runs)
     # The run still going answers the new assignment.
     assert w.handle(success("x", sid="done")) == [finished("x", "done", run_id=2)]
 
@@ -554,13 +524,13 @@ def test_compute_of_a_key_waiting_to_be_fetched_computes_it_here() -> None:
     # The scheduler asks this worker to compute x itself (P lost it, say).
     assert w.handle(compute("x", sid="cx")) == [execute("x", "cx")]
     assert w.handle(success("x", sid="rx")) == [
-        finished("x", "rx", started=("z",)),
+        finished("x", "rx"),
         execute("z", "rx", "x"),
     ]
     # z still runs: a is reported with z's result.
     assert w.handle(ev.GatherDepSuccess(P, (("a", 10),), (), 0.0, "got-a")) == []
     assert w.handle(success("z", sid="rz")) == [
-        finished("z", "rz", transfers=((("a",), 10),), started=("y",)),
+        finished("z", "rz", transfers=((("a",), 10),)),
         execute("y", "rz", "a"),
     ]
 
@@ -572,7 +542,7 @@ def test_compute_of_a_fetched_key_in_flight_is_reported_when_it_lands() -> None:
     # the copy on its way will do.
     assert w.handle(compute("x", sid="cx")) == []
     assert w.handle(ev.GatherDepSuccess(P, (("x", 10),), (), 0.0, "got")) == [
-        finished("x", "got", nbytes=10, duration=0.0, stop=0.0, type_name="", started=("y",)),
+        finished("x", "got", nbytes=10, duration=0.0, stop=0.0, type_name=""),
         execute("y", "got", "x"),
     ]
 
@@ -669,7 +639,7 @@ def test_story_and_invalid_transition() -> None:
 def test_unknown_event_type_raises() -> None:
     w = worker()
     with pytest.raises(TypeError, match="cannot handle"):
-        w.handle(m.TaskFinished(ME, "x", 1, "int", 0.1, 1.0, 1, (), (), "wrong-direction"))
+        w.handle(m.TaskFinished(ME, "x", 1, "int", 0.1, 1.0, 1, (), "wrong-direction"))
 
 
 # ------------------------------------------------------------------ run_id
@@ -681,7 +651,7 @@ def test_reports_echo_the_run_id_of_the_assignment() -> None:
     w = worker(nthreads=2)
     w.handle(compute("x", run_id=7))
     w.handle(compute("y", run_id=8))
-    assert w.handle(success("x", sid="rx")) == [finished("x", "rx", run_id=7, started=("y",))]
+    assert w.handle(success("x", sid="rx")) == [finished("x", "rx", run_id=7)]
     assert w.handle(failure("y", sid="fy")) == [
         to_scheduler(m.TaskErred(ME, "y", EXC, TB, "ValueError('x')", 0.5, 8, "fy")),
     ]

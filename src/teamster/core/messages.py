@@ -204,20 +204,17 @@ class TaskFinished(Message):
     #: ``WorkerState.unreported``). Reported here, the scheduler registers
     #: them in the event that touches those inputs anyway.
     transfers: tuple[tuple[tuple[Key, ...], int], ...]
-    #: Tasks started here since the last report and still running (see
-    #: ``TasksStarted``): a finishing task mostly starts the next in the same step.
-    started: tuple[Key, ...]
     stimulus_id: str
 
 
 @message
 class TasksStarted(Message):
-    """The worker starts these tasks, one of them announced (``ComputeTask.announce``).
+    """The worker starts these announced tasks (``ComputeTask.announce``).
 
     Only a task known to have been running when its worker died is suspected
     of killing it: workers hold queues of tasks, most of them not yet started.
-    Starts are told on the next ``TaskFinished`` (``started``) and seen in
-    heartbeats; this message goes only when one must arrive before the task runs.
+    The scheduler knows what runs from heartbeats (``Heartbeat.executing``);
+    this message is for a start it must know of before the task runs.
     """
 
     worker: Address

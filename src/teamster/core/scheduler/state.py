@@ -52,9 +52,6 @@ STUCK_AFTER = 0.1
 #: A task that was running on this many workers when each of them died is
 #: presumed to be what kills them, and is failed rather than retried forever.
 ALLOWED_FAILURES = 3
-#: A worker's ``started`` keys are pruned of stale ones beyond this many per
-#: thread (it cannot run more; stale ones come from notices crossing releases).
-STARTED_PER_THREAD = 2
 
 
 class SchedulerState:
@@ -375,8 +372,6 @@ class SchedulerState:
         if not ws.processing and not ws.n_incoming:
             ws.occupancy = 0.0  # no float drift survives an empty queue
         ts.processing_on = None
-        if ws.started:
-            ws.started.discard(ts.key)
         stealing = self.stealing
         if (stealing.pending or stealing.refused) and (
                 ts in stealing.pending or ts in stealing.refused):
@@ -574,12 +569,12 @@ class SchedulerState:
         self.victims.discard(ws)
         self._leaving_victims.pop(ws, None)
         self._freed.pop(ws, None)
-        started = ws.started
+        running, announced = ws.running, ws.announced or {}
         for ts in list(ws.processing):
             # Only a task it had started may have killed it: most of a queue
             # never ran (counting them failed healthy tasks under churn).
             ts.lost_runs += 1
-            if ts.key not in started:
+            if ts.key not in running and ts.key not in announced:
                 self.transition(ts, "released", stimulus_id)
                 continue
             ts.suspicious += 1
@@ -604,13 +599,15 @@ class SchedulerState:
             return
         ws.last_seen = ev.now
         ws.metrics = dict(ev.metrics)
+        ws.running = tuple([key for key, _ in ev.executing])
+        if ws.announced:
+            self._prune_announced(ws)
         changed = False
         stuck = 0
         for key, elapsed in ev.executing:
             ts = self.tasks.get(key)
             if ts is None or ts.processing_on is not ws:
                 continue
-            ws.started.add(key)  # (in case its start notice was lost)
             estimate = ts.estimate
             if elapsed > 2 * estimate and elapsed > STUCK_AFTER:
                 stuck += 1
@@ -663,17 +660,20 @@ class SchedulerState:
     def _tasks_started(self, ev: m.TasksStarted) -> None:
         ws = self.workers.get(ev.worker)
         if ws is not None:
-            self._note_started(ws, ev.keys)
+            if ws.announced is None:
+                ws.announced = {}
+            ws.announced.update(dict.fromkeys(ev.keys))
 
-    def _note_started(self, ws: WorkerInfo, keys: tuple[m.Key, ...]) -> None:
-        started = ws.started
-        started.update(keys)
-        if len(started) > STARTED_PER_THREAD * ws.nthreads + 4:
-            tasks = self.tasks
-            for key in list(started):
-                ts = tasks.get(key)
-                if ts is None or ts.processing_on is not ws:
-                    started.discard(key)
+    def _prune_announced(self, ws: WorkerInfo) -> None:
+        """Forget announced starts of tasks no longer assigned to ``ws``."""
+        assert ws.announced is not None
+        tasks = self.tasks
+        for key in list(ws.announced):
+            ts = tasks.get(key)
+            if ts is None or ts.processing_on is not ws:
+                del ws.announced[key]
+        if not ws.announced:
+            ws.announced = None
 
     def _task_finished(self, ev: m.TaskFinished) -> None:
         ts = self.tasks.get(ev.key)
@@ -684,8 +684,6 @@ class SchedulerState:
             ws = self.workers.get(ev.worker)
             if ws is None:
                 return  # a late message from a worker already removed
-        if ev.started:
-            self._note_started(ws, ev.started)
         for keys, nbytes in ev.transfers:  # (they landed before it finished)
             self.report.transfer(nbytes)
             self._add_replicas(ws, keys, ev.stimulus_id)

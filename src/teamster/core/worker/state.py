@@ -12,7 +12,6 @@ retiring worker's unique data) or a local pending task still reads it.
 
 from __future__ import annotations
 
-import dataclasses
 import heapq
 from collections.abc import Callable
 from typing import Any
@@ -72,15 +71,9 @@ class WorkerState:
         #: Memory is above the pause fraction: start no task and no fetch
         #: (both add memory); running ones finish, transfers in flight land.
         self.paused = False
-        #: Tasks started and not yet reported to the scheduler. They ride on
-        #: the next TaskFinished (a thread that frees mostly starts the next
-        #: task in the same event), found at ``_finished_at`` in ``out``; an
-        #: announced task's start (``_announce``) goes at once, in a
-        #: TasksStarted. A task leaves it when it stops running for the
-        #: scheduler (it ends, or is cancelled).
-        self.started: list[m.Key] = []
-        self._finished_at = -1
-        self._announce = False
+        #: Announced tasks (``ComputeTask.announce``) started during this
+        #: event: a TasksStarted names them when it ends.
+        self.announced: list[m.Key] = []
         self._seq = 0
         self.log = TransitionLog(transition_log_length)
         self.validate_enabled = validate
@@ -113,32 +106,16 @@ class WorkerState:
         handler(event)
         self._ensure_communicating()
         self._ensure_computing()
-        if self.started and (self._finished_at >= 0 or self._announce):
-            self._report_started()
+        if self.announced:
+            self._send(m.TasksStarted(self.address, tuple(self.announced), self._stimulus))
+            self.announced = []
         if self.unreported and not self._busy():
             for keys, nbytes, peer, seconds in self._take_transfers():
                 self._send(m.AddKeys(self.address, keys, peer, nbytes, seconds, self._stimulus))
         if self.validate_enabled:
             self._validate_after_event()
         self.out = []
-        self._finished_at = -1
-        self._announce = False
         return out
-
-    def _report_started(self) -> None:
-        """Tell the scheduler which tasks started: on this event's TaskFinished
-        when it sends one, else in a message of their own."""
-        started = tuple(self.started)
-        self.started = []
-        at = self._finished_at
-        if at >= 0:
-            finished = self.out[at]
-            assert isinstance(finished, SendToScheduler)
-            msg = finished.msg
-            assert isinstance(msg, m.TaskFinished)
-            self.out[at] = SendToScheduler(dataclasses.replace(msg, started=started))
-        else:
-            self._send(m.TasksStarted(self.address, started, self._stimulus))
 
     def _validate_after_event(self) -> None:
         for ts in self._touched:
@@ -174,9 +151,8 @@ class WorkerState:
     def _send_finished(self, ts: WorkerTask, nbytes: int, type_name: str, duration: float,
                        stop: float, run_id: int, stimulus_id: str) -> None:
         transfers = tuple([(keys, n) for keys, n, _, _ in self._take_transfers()])
-        self._finished_at = len(self.out)
         self._send(m.TaskFinished(self.address, ts.key, nbytes, type_name, duration, stop,
-                                  run_id, transfers, (), stimulus_id))
+                                  run_id, transfers, stimulus_id))
 
     def _busy(self) -> bool:
         """Some task runs, waits for a thread or waits for an input: an event
@@ -317,8 +293,6 @@ class WorkerState:
         if ts.assigned and ts.state in ("waiting", "ready", "executing"):
             ts.run_id = e.run_id  # a duplicate of what we are doing: answer the latest
             ts.announce = e.announce
-            if ts.state == "executing" and ts.key not in self.started:
-                self.started.append(ts.key)  # (the scheduler forgot it started)
             return
         if ts.state == "fetch":
             self.transition(ts, "released")
@@ -474,8 +448,6 @@ class WorkerState:
 
     def _finish_execution(self, ts: WorkerTask) -> None:
         del self.executing[ts]
-        if ts.key in self.started:
-            self.started.remove(ts.key)  # (it no longer runs: nothing to report)
         for r, q in ts.resources.items():
             self.available_resources[r] = self.available_resources.get(r, 0) + q
 
@@ -651,23 +623,18 @@ def _ready_to_executing(w: WorkerState, ts: WorkerTask) -> None:
     for r, q in ts.resources.items():
         w.available_resources[r] -= q
     deps = tuple(d.key for d in ts.dependencies)
-    w.started.append(ts.key)
     if ts.announce:
-        w._announce = True
+        w.announced.append(ts.key)
     w.out.append(Execute(ts.key, ts.run_spec, deps, ts.announce, w._stimulus))
 
 
 def _executing_to_cancelled(w: WorkerState, ts: WorkerTask) -> None:
     ts.state = "cancelled"
-    if ts.key in w.started:
-        w.started.remove(ts.key)
     _drop_inputs(w, ts)
 
 
 def _cancelled_to_executing(w: WorkerState, ts: WorkerTask) -> None:
     ts.state = "executing"
-    if ts.key not in w.started:
-        w.started.append(ts.key)  # (running all along; now for the new assignment)
 
 
 def _to_error(w: WorkerState, ts: WorkerTask) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from teamster.core import messages as m
 from teamster.core.keys import key_prefix
-from teamster.core.scheduler import intake
+from teamster.core.scheduler import intake, suspicion
 from teamster.core.scheduler import transitions as tr
 from teamster.core.scheduler.entities import (
     NO_HOLDERS,
@@ -49,9 +49,6 @@ from teamster.core.story import InvalidTransition, StoryEntry, TransitionLog
 #: once every thread of a worker is blocked, its queued tasks are taken back.
 STUCK_AFTER = 0.1
 
-#: A task that was running on this many workers when each of them died is
-#: presumed to be what kills them, and is failed rather than retried forever.
-ALLOWED_FAILURES = 3
 
 
 class SchedulerState:
@@ -569,25 +566,7 @@ class SchedulerState:
         self.victims.discard(ws)
         self._leaving_victims.pop(ws, None)
         self._freed.pop(ws, None)
-        running, announced = ws.running, ws.announced or {}
-        for ts in list(ws.processing):
-            # Only a task it had started may have killed it: most of a queue
-            # never ran (counting them failed healthy tasks under churn).
-            ts.lost_runs += 1
-            if ts.key not in running and ts.key not in announced:
-                self.transition(ts, "released", stimulus_id)
-                continue
-            ts.suspicious += 1
-            if ts.suspicious >= ALLOWED_FAILURES:
-                ts.exception_text = (
-                    f"KilledWorker: {ts.key!r} was running on {ts.suspicious} workers that "
-                    f"died (last {ws.address}: {reason}); it may be what kills them, "
-                    "so it was not retried."
-                )
-                ts.exception_blame = ts
-                self.transition(ts, "erred", stimulus_id)
-            else:
-                self.transition(ts, "released", stimulus_id)
+        suspicion.release_lost_tasks(self, ws, reason, stimulus_id)
         for ts in list(ws.has_what):
             self.remove_replica(ts, ws)
             if not ts.who_has and ts.state == "memory":
@@ -599,9 +578,7 @@ class SchedulerState:
             return
         ws.last_seen = ev.now
         ws.metrics = dict(ev.metrics)
-        ws.running = tuple([key for key, _ in ev.executing])
-        if ws.announced:
-            self._prune_announced(ws)
+        suspicion.heard_from(self, ws, ev)
         changed = False
         stuck = 0
         for key, elapsed in ev.executing:
@@ -658,22 +635,7 @@ class SchedulerState:
         self.stealing.periodic(ev.stimulus_id)
 
     def _tasks_started(self, ev: m.TasksStarted) -> None:
-        ws = self.workers.get(ev.worker)
-        if ws is not None:
-            if ws.announced is None:
-                ws.announced = {}
-            ws.announced.update(dict.fromkeys(ev.keys))
-
-    def _prune_announced(self, ws: WorkerInfo) -> None:
-        """Forget announced starts of tasks no longer assigned to ``ws``."""
-        assert ws.announced is not None
-        tasks = self.tasks
-        for key in list(ws.announced):
-            ts = tasks.get(key)
-            if ts is None or ts.processing_on is not ws:
-                del ws.announced[key]
-        if not ws.announced:
-            ws.announced = None
+        suspicion.tasks_started(self, ev)
 
     def _task_finished(self, ev: m.TaskFinished) -> None:
         ts = self.tasks.get(ev.key)

@@ -342,9 +342,9 @@ class ComputeTask(Message):
     #: to the same worker while the first run's result is on the wire; the
     #: echoed run_id tells that stale result from the current one.
     run_id: int
-    #: Tell the scheduler it started before running it: it was on a worker
-    #: that died, and if it kills workers at once its usual start notice
-    #: (batched) would die with them and it would never be suspected.
+    #: Tell the scheduler it started (``TasksStarted``) before running it:
+    #: it was on a worker that died, and should it kill workers at once, no
+    #: heartbeat would ever see it run and it would never be suspected.
     announce: bool
     stimulus_id: str
 

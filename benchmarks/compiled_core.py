@@ -1,10 +1,10 @@
-"""The scheduler core compiled with mypyc, built once per source version.
+"""The scheduler and worker cores compiled with mypyc, built once per source version.
 
     .venv/bin/python benchmarks/compiled_core.py      # build (or find) it, print its path
 
 ``sim_scale.py --compiled`` and ``balance_sim.py --compiled`` run their child
 processes with this path first on ``PYTHONPATH``, so ``teamster simulate``
-imports the C extensions in place of the scheduler's sources (the modules
+imports the C extensions in place of the cores' sources (the modules
 listed under ``[tool.teamster] compiled-core`` in pyproject.toml, as
 ``TEAMSTER_COMPILE=1 pip install`` compiles them). Everything else imports
 from the same copy of the source tree, so the two builds differ only in
@@ -69,7 +69,7 @@ def ensure_compiled() -> Path:
     """The directory to put first on PYTHONPATH (building it if needed)."""
     why_not = available()
     if why_not:
-        raise CompileError(f"cannot compile the scheduler core: {why_not}")
+        raise CompileError(f"cannot compile the core: {why_not}")
     target = BUILD_ROOT / _digest()
     if (target / "BUILT").exists():
         return target / "src"
@@ -98,13 +98,13 @@ def ensure_compiled() -> Path:
 
 def add_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compiled", action="store_true",
-                        help="run the scheduler core compiled with mypyc (compiled_core.py)")
+                        help="run the scheduler and worker cores compiled with mypyc (compiled_core.py)")
 
 
 def child_env(compiled: bool) -> dict[str, str] | None:
     """Environment for a child ``teamster simulate``: None (inherit) or compiled
     first. Says which on stdout, so every table names its build."""
-    print(f"scheduler core: {'compiled with mypyc' if compiled else 'Python source'}")
+    print(f"core: {'compiled with mypyc' if compiled else 'Python source'}")
     if not compiled:
         return None
     path = str(ensure_compiled())

@@ -6,7 +6,13 @@ first message after a quiet period goes out at once; after a write, the next
 one waits until ``batch_interval`` (2 ms) has passed, and everything sent
 meanwhile rides in that one batch. A batch arrives ``latency`` after it is
 written, and its messages are handed to the receiving core one by one, in
-order (as the runtime's read loop does). Modelling the batching, rather than
+order (as the runtime's read loop does). Each message crosses in the wire
+format (``dumps_message`` when sent, ``loads_message`` on arrival): the
+receiver gets a fresh object, never one the sender's core holds, as between
+two processes. Handing over the sender's own object had let a simulated
+worker warm the scheduler's key objects that a real worker never touches
+(and the scheduler match keys by identity), flattering small clusters,
+where a task's keys are read again soon. Modelling the batching, rather than
 delivering each message alone, matters twice: it is part of the real round
 trip under load (placement's prefetch depth exists to hide it), and it is
 what keeps a million-task run to a few heap operations per task.
@@ -28,6 +34,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from teamster.runtime.comm.serialize import dumps_message, loads_message
 from teamster.sim.engine import Engine
 
 #: Default one-way latency of every link, seconds.
@@ -61,6 +68,7 @@ class Stream:
 
     def send(self, msg: Any) -> None:
         now = self.engine.now
+        msg = dumps_message(msg)
         batch = self._batch
         if batch is not None and now <= self._close_time:
             batch.append(msg)  # joins the write that has not happened yet
@@ -83,8 +91,8 @@ class Stream:
             return
         self.messages += len(batch)
         receive = self.receive
-        for msg in batch:
-            receive(msg)
+        for frames in batch:
+            receive(loads_message(frames))
             if not self.open:
                 return  # the receiver closed this stream while handling a message
 

@@ -33,7 +33,6 @@ from teamster.core import messages as m
 from teamster.core.scheduler import SchedulerState
 from teamster.core.scheduler.events import Tick
 from teamster.core.scheduler.instructions import CloseWorker, SendToClient, SendToWorker
-from teamster.runtime.comm.serialize import dumps_message, loads_message
 from teamster.sim.workers import ident
 
 if TYPE_CHECKING:
@@ -106,13 +105,9 @@ class SimScheduler:
         kind = type(msg)
         if kind is m.Heartbeat or kind is m.RegisterWorker:
             msg = dataclasses.replace(msg, now=self.sim.engine.now)
-        # Through the wire format, as the scheduler's server gets it: a fresh
-        # object whose keys are new strings, not the one its sender built.
-        # That one sat in the simulated network while every other worker ran
-        # (a thousand of them evicting it from the caches), and reading it
-        # cold is a cost no real scheduler pays: at 1,000 workers it was 9 of
-        # the core's cache misses per task (callgrind, compiled core).
-        self.handle(loads_message(dumps_message(msg)))
+        # (Decoded from the wire format by the stream, as the scheduler's
+        # server gets it: a fresh object whose keys are new strings.)
+        self.handle(msg)
 
     def tick(self, _: Any = None) -> None:
         sim = self.sim

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from teamster.core import messages as m
 from teamster.sim.engine import Engine
 from teamster.sim.network import Network
 
@@ -92,3 +93,21 @@ def test_zero_latency_stream_delivers_messages_sent_on_arrival() -> None:
     e.at(0.0, lambda _: s.send("m1"))
     e.run_while_foreground()
     assert got == ["m1", "m2"]
+
+
+def test_a_message_arrives_as_a_fresh_decoded_copy_as_between_processes() -> None:
+    # A simulated worker handed the scheduler's own ComputeTask kept its key
+    # objects warm for the scheduler's next lookup: a discount no real
+    # scheduler gets.
+    e = Engine()
+    net = Network(e)
+    got: list[Any] = []
+    s = net.stream("scheduler", "w", got.append)
+    key = ("".join(["x-", "9f8e7d6c5b4a"]), 300)
+    sent = m.FreeKeys((key,), "sid", 7)
+    e.at(0.0, lambda _: s.send(sent))
+    e.run_while_foreground()
+    assert got == [sent]
+    (received,) = got
+    assert received is not sent and received.keys[0] is not key
+    assert received.keys[0][0] is not key[0] and received.keys[0][1] is not key[1]

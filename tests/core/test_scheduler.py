@@ -326,7 +326,7 @@ def test_releasing_a_key_in_memory_frees_it_on_its_worker() -> None:
     s.handle(finished(s, A, "x", sid="f"))
     assert s.handle(m.ReleaseKeys("c", ("x",), "rel")) == [free(A, "rel", "x")]
     assert s.tasks == {}
-    assert s.workers[A].has_what == {} and s.workers[A].nbytes == 0
+    assert s.workers[A].has_what == set() and s.workers[A].nbytes == 0
 
 
 def test_releasing_a_processing_key_frees_it_and_late_result_is_refused() -> None:
@@ -676,7 +676,7 @@ def test_validation_catches_a_replica_index_mismatch() -> None:
     s = scheduler(register_worker(A))
     s.handle(graph("c", spec("x"), sid="g1"))
     s.handle(finished(s, A, "x", sid="f"))
-    del s.workers[A].has_what[s.tasks["x"]]
+    s.workers[A].has_what.remove(s.tasks["x"])
     with pytest.raises(InvariantError, match="who_has/has_what disagree"):
         s.validate()
 
@@ -727,7 +727,7 @@ def test_result_of_an_earlier_run_crossing_a_reassignment_is_ignored() -> None:
     # Neither accepted nor answered with a FreeKeys (that would cancel run 2).
     assert s.handle(finished(s, A, "x", run_id=1, sid="stale")) == []
     assert states(s, "x") == {"x": "processing"}
-    assert s.workers[A].has_what == {}
+    assert s.workers[A].has_what == set()
     assert s.handle(finished(s, A, "x", run_id=2, sid="f2")) == [in_memory("c", "x", (A,), "f2")]
 
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from teamster.core import messages as m
-from teamster.core.scheduler.entities import TaskState, WorkerInfo
+from teamster.core.scheduler.entities import TaskState, WorkerInfo, holding_order
 from teamster.core.scheduler.events import RetireWorkers, Tick
 from teamster.core.scheduler.instructions import CloseWorker, RetirementDone, SendToWorker
 
@@ -178,7 +178,7 @@ class Retirement:
             self._refuse(r, f"{ws.address} left before its retirement finished "
                             "(its unique data, if any, is recomputed)", stimulus_id)
             return
-        unique = [ts for ts in ws.has_what if len(ts.who_has) == 1]
+        unique = sorted([ts for ts in ws.has_what if len(ts.who_has) == 1], key=holding_order)
         if not unique and not ws.processing:
             self._complete(r, stimulus_id)
             return

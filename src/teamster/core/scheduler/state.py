@@ -24,6 +24,7 @@ from teamster.core.scheduler.entities import (
     TaskPrefix,
     TaskState,
     WorkerInfo,
+    holding_order,
 )
 from teamster.core.scheduler.events import RetireWorkers, Tick
 from teamster.core.scheduler.instructions import (
@@ -384,7 +385,7 @@ class SchedulerState:
             who_has[ws] = None
         else:
             return
-        ws.has_what[ts] = None
+        ws.has_what.add(ts)
         if ts.nbytes > 0:
             ws.nbytes += ts.nbytes
         if ts.fetching:
@@ -392,7 +393,7 @@ class SchedulerState:
 
     def remove_replica(self, ts: TaskState, ws: WorkerInfo) -> None:
         del ts.who_has[ws]
-        del ws.has_what[ts]
+        ws.has_what.remove(ts)
         if ts.nbytes > 0:
             ws.nbytes -= ts.nbytes
 
@@ -567,7 +568,7 @@ class SchedulerState:
         self._leaving_victims.pop(ws, None)
         self._freed.pop(ws, None)
         suspicion.release_lost_tasks(self, ws, reason, stimulus_id)
-        for ts in list(ws.has_what):
+        for ts in sorted(ws.has_what, key=holding_order):
             self.remove_replica(ts, ws)
             if not ts.who_has and ts.state == "memory":
                 self.transition(ts, "released", stimulus_id)

@@ -65,9 +65,9 @@ def update_graph(s: SchedulerState, ev: m.UpdateGraph) -> None:
     # of the graph shares, but decoding gives every key its own copy of it.
     # The keys stored share one name object per layer: every later lookup
     # of a key (each message about a task) compares the name with that one,
-    # used all the time and so in cache, not with a copy of its own, which
-    # at 1,000 workers was a cache miss per task (and is ~70 bytes per task
-    # less). The layer's prefix is found once too.
+    # used all the time and so in cache, not with a copy of its own, as cold
+    # as the task's record (and a million-task graph holds ~70 bytes per
+    # task less). The layer's prefix is found once too.
     layers: dict[str, tuple[str, TaskPrefix]] = {}
     for spec in ev.tasks:
         key = spec.key

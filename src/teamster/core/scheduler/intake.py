@@ -35,7 +35,8 @@ def normal_priority(priority: m.Priority, generation: int) -> m.Priority:
     return (-priority[0] if priority else 0, generation, 0)
 
 
-def _prefix(prefixes: dict[str, TaskPrefix], name: str) -> TaskPrefix:
+def find_prefix(prefixes: dict[str, TaskPrefix], name: str) -> TaskPrefix:
+    """The prefix called ``name``, created on first use."""
     prefix = prefixes.get(name)
     if prefix is None:
         prefix = prefixes[name] = TaskPrefix(name)
@@ -77,12 +78,12 @@ def update_graph(s: SchedulerState, ev: m.UpdateGraph) -> None:
             name: str = key[0]
             layer = layers.get(name)
             if layer is None:
-                layer = layers[name] = (name, _prefix(prefixes, key_prefix(key)))
+                layer = layers[name] = (name, find_prefix(prefixes, key_prefix(key)))
             else:
                 key = _renamed(key, layer[0])
             prefix = layer[1]
         else:
-            prefix = _prefix(prefixes, key_prefix(key))
+            prefix = find_prefix(prefixes, key_prefix(key))
         ts = tasks[key] = TaskState(key, prefix, spec.run_spec)
         ts.priority = normal_priority(spec.priority, generation)
         if spec.retries:

@@ -497,10 +497,7 @@ class SchedulerState:
             workers = [self.workers[a] for a in holders if a in self.workers]
             ts = self.tasks.get(key)
             if ts is None:
-                prefix_name = key_prefix(key)
-                prefix = self.prefixes.get(prefix_name)
-                if prefix is None:
-                    prefix = self.prefixes[prefix_name] = TaskPrefix(prefix_name)
+                prefix = intake.find_prefix(self.prefixes, key_prefix(key))
                 ts = self.tasks[key] = TaskState(key, prefix, None)
             if ts.state not in ("released", "memory"):
                 continue  # a computation under this key is already under way

@@ -14,8 +14,10 @@ or heap, and the peak RSS reported is that run's own.
    100 and 1,000 workers; scheduler CPU per task is the process CPU spent
    inside ``SchedulerState.handle`` over the whole run, divided by the tasks.
    Each cell is the minimum over ``--repeat`` runs: the machine is shared,
-   and interference only ever adds time. Validation is off (it is measured
-   CPU too, and production runs without it).
+   and interference only ever adds time (the median is shown beside it).
+   The runs go round by round, every size once per round, so that a drift
+   in the machine's speed lands on all sizes alike. Validation is off (it
+   is measured CPU too, and production runs without it).
    Each run also replays its scheduler events into a fresh ``SchedulerState``
    with nothing in between (``--replay``): the "replayed alone" column, what
    a dedicated scheduler process spends without the simulated workers
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -67,10 +70,12 @@ def simulate(workload: str, workers: int, tasks: int | None, seed: int,
     return result
 
 
-def best_of(repeat: int, *args: Any, **kwargs: Any) -> dict[str, Any]:
-    runs = [simulate(*args, **kwargs) for _ in range(repeat)]
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the least scheduler CPU, annotated with all runs' figures."""
     best = min(runs, key=lambda r: r["scheduler_cpu_per_task_us"])
-    best["all_cpu_per_task_us"] = [round(r["scheduler_cpu_per_task_us"], 2) for r in runs]
+    cpus = [r["scheduler_cpu_per_task_us"] for r in runs]
+    best["all_cpu_per_task_us"] = [round(c, 2) for c in cpus]
+    best["median_cpu_per_task_us"] = statistics.median(cpus)
     isolated = [r["scheduler_cpu_per_task_us_isolated"] for r in runs
                 if r.get("scheduler_cpu_per_task_us_isolated") is not None]
     best["isolated_min"] = min(isolated) if isolated else None
@@ -79,13 +84,20 @@ def best_of(repeat: int, *args: Any, **kwargs: Any) -> dict[str, Any]:
 
 def scaling_table(workload: str, tasks: int, sizes: list[int], repeat: int, seed: int
                   ) -> list[dict[str, Any]]:
-    rows = []
-    for n in sizes:
-        r = best_of(repeat, workload, n, tasks, seed, replay=True)
-        rows.append(r)
-        print(f"  measured {n} workers: {r['scheduler_cpu_per_task_us']:.2f} us/task "
-              f"(runs: {r['all_cpu_per_task_us']})", file=sys.stderr, flush=True)
-    return rows
+    """``repeat`` rounds, each running every size once, in turn.
+
+    Round by round rather than size by size: the machine's speed drifts
+    over minutes (other tenants), and measuring all of one size before the
+    next turned that drift into a difference between sizes.
+    """
+    runs: dict[int, list[dict[str, Any]]] = {n: [] for n in sizes}
+    for i in range(repeat):
+        for n in sizes:
+            r = simulate(workload, n, tasks, seed, replay=True)
+            runs[n].append(r)
+            print(f"  round {i + 1}, {n} workers: {r['scheduler_cpu_per_task_us']:.2f} us/task",
+                  file=sys.stderr, flush=True)
+    return [summarize(runs[n]) for n in sizes]
 
 
 def print_scaling(rows: list[dict[str, Any]]) -> None:
@@ -93,15 +105,19 @@ def print_scaling(rows: list[dict[str, Any]]) -> None:
     print(f"\n## Scheduler CPU per task: {rows[0]['workload']}, {rows[0]['tasks']:,} tasks, "
           f"seed {rows[0]['seed']} (min of {len(rows[0]['all_cpu_per_task_us'])} runs)\n")
     iso_base = rows[0]["isolated_min"]
-    print("| workers | CPU us/task in sim | vs smallest | replayed alone us/task | vs smallest "
+    med_base = rows[0]["median_cpu_per_task_us"]
+    print("| workers | CPU us/task in sim | vs smallest | median | vs smallest "
+          "| replayed alone us/task | vs smallest "
           "| CPU us/event | scheduler events | makespan s | ratio | wall s | all runs us/task |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in rows:
         cpu = r["scheduler_cpu_per_task_us"]
         iso = r["isolated_min"]
         iso_cells = ("- | -" if iso is None or iso_base is None
                      else f"{iso:.2f} | {iso / iso_base:.2f}x")
-        print(f"| {r['workers']:,} | {cpu:.2f} | {cpu / base:.2f}x | {iso_cells} | "
+        med = r["median_cpu_per_task_us"]
+        print(f"| {r['workers']:,} | {cpu:.2f} | {cpu / base:.2f}x | {med:.2f} | "
+              f"{med / med_base:.2f}x | {iso_cells} | "
               f"{r['scheduler_cpu_per_event_us']:.2f} | {r['scheduler_events']:,} | "
               f"{r['makespan']:.3f} | {r['ratio']:.3f} | {r['wall_s']:.1f} | "
               f"{r['all_cpu_per_task_us']} |")

@@ -703,3 +703,33 @@ def test_free_keys_drops_a_pending_resubmission() -> None:
     w.handle(m.FreeKeys(("x",), "free-again"))
     assert w.handle(success("x", sid="old")) == [DeleteData(("x",), "old")]
     assert w.tasks == {}
+
+
+# ------------------------------------------------- shared empty containers
+
+
+def test_tasks_get_their_own_containers_only_when_they_need_them() -> None:
+    from teamster.core.worker import entities
+
+    w = worker()
+    w.handle(compute("y", ("x", (P,), 8), sid="c1"))
+    y, x = w.tasks["y"], w.tasks["x"]
+    # (The shared empties: identity, not equality.)
+    assert y.resources is entities.NO_RESOURCES and y.who_has is entities.NO_PEERS
+    assert y.dependents is entities.NO_TASKS and x.dependencies is entities.NO_TASKS
+    assert list(y.dependencies) == [x] and list(x.dependents) == [y] and x.who_has == [P]
+    assert not (entities.NO_TASKS or entities.NO_PEERS or entities.NO_RESOURCES)
+
+
+def test_validation_catches_a_write_to_a_shared_empty_container() -> None:
+    from teamster.core.story import InvariantError
+    from teamster.core.worker import entities
+
+    w = worker()
+    w.handle(compute("x", sid="c1"))
+    entities.NO_PEERS.append(P)
+    try:
+        with pytest.raises(InvariantError, match="shared empty"):
+            w.validate()
+    finally:
+        entities.NO_PEERS.clear()

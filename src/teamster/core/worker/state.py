@@ -20,7 +20,7 @@ from teamster.core import messages as m
 from teamster.core.story import InvalidTransition, StoryEntry, TransitionLog
 from teamster.core.worker import events as ev
 from teamster.core.worker import validation
-from teamster.core.worker.entities import WorkerTask
+from teamster.core.worker.entities import NO_RESOURCES, NO_TASKS, WorkerTask
 from teamster.core.worker.instructions import (
     DeleteData,
     Execute,
@@ -326,17 +326,23 @@ class WorkerState:
         ts.announce = e.announce
         ts.run_spec = e.run_spec
         ts.priority = e.priority
-        ts.resources = dict(e.resources) if e.resources else {}
+        ts.resources = dict(e.resources) if e.resources else NO_RESOURCES
+        if e.who_has and ts.dependencies is NO_TASKS:
+            ts.dependencies = {}
         for dep_key, holders, nbytes in e.who_has:
             dts = self.tasks.get(dep_key)
             if dts is None:
                 dts = self.tasks[dep_key] = WorkerTask(dep_key)
             ts.dependencies[dts] = None
+            if dts.dependents is NO_TASKS:
+                dts.dependents = {}
             dts.dependents[ts] = None
             if dts.state == "memory":
                 continue
             dts.nbytes = nbytes
             dts.who_has = list(holders)
+            if ts.waiting_for_data is NO_TASKS:
+                ts.waiting_for_data = {}
             ts.waiting_for_data[dts] = None
             if dts.state == "released":
                 self.transition(dts, "fetch")
@@ -375,7 +381,7 @@ class WorkerState:
             if ts.state in ("fetch", "flight"):
                 # On its way already (an input of a local task): it lands as
                 # usual; more holders to try if this transfer fails.
-                ts.who_has.extend(h for h in holders if h not in ts.who_has)
+                ts.who_has = ts.who_has + [h for h in holders if h not in ts.who_has]
                 continue
             ts.nbytes = nbytes
             ts.who_has = list(holders)

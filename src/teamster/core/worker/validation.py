@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING
 
 from teamster.core import messages as m
 from teamster.core.story import InvariantError
-from teamster.core.worker.entities import WORKER_TASK_STATES, WorkerTask
+from teamster.core.worker.entities import (
+    NO_PEERS,
+    NO_RESOURCES,
+    NO_TASKS,
+    WORKER_TASK_STATES,
+    WorkerTask,
+)
 
 if TYPE_CHECKING:
     from teamster.core.worker.state import WorkerState
@@ -52,6 +58,8 @@ def _fail(w: WorkerState, ts: WorkerTask, what: str) -> None:
 def validate_task(w: WorkerState, key: m.Key, ts: WorkerTask) -> None:
     if ts.key != key or ts.state not in WORKER_TASK_STATES or ts.state == "forgotten":
         _fail(w, ts, "bad registration")
+    if NO_TASKS or NO_PEERS or NO_RESOURCES:
+        _fail(w, ts, "a shared empty container (entities.NO_*) was written to")
     if ts.state == "waiting":
         expected = {d for d in ts.dependencies if d.state != "memory"}
         if expected != set(ts.waiting_for_data) or not expected:

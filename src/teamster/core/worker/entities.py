@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from teamster.core import messages as m
 
 WORKER_TASK_STATES = (
@@ -24,9 +26,10 @@ WORKER_TASK_STATES = (
 #: first insertion (``WorkerState``). Five fresh containers per task were
 #: five allocations and, when it was forgotten, five deallocations, each a
 #: cold cache line with 1,000 workers in one simulator process.
-NO_RESOURCES: dict[str, float] = {}
-NO_TASKS: dict[WorkerTask, None] = {}
-NO_PEERS: list[str] = []
+#: (``Final``: the compiled core reads them as C statics, not from the module dict.)
+NO_RESOURCES: Final[dict[str, float]] = {}
+NO_TASKS: Final[dict[WorkerTask, None]] = {}
+NO_PEERS: Final[list[str]] = []
 
 
 class WorkerTask:

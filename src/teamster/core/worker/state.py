@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from teamster.core import messages as m
 from teamster.core.story import InvalidTransition, StoryEntry, TransitionLog
@@ -36,10 +36,22 @@ MAX_GATHER_BYTES = 50_000_000
 MAX_GATHER_KEYS = 1000
 
 
-#: The events ``WorkerState.handle`` takes.
-HANDLED = frozenset({m.ComputeTask, ev.ExecuteSuccess, m.FreeKeys, ev.GatherDepSuccess,
-                     m.StealRequest, ev.GatherDepFailure, ev.ExecuteFailure,
-                     m.AcquireReplicas, ev.DataPut, ev.PauseChanged})
+# The event types ``WorkerState.handle`` takes, as ``Final`` names: the
+# compiled core reads them as C statics, where ``m.ComputeTask`` is a module
+# dict lookup and an attribute lookup on every test.
+COMPUTE_TASK: Final = m.ComputeTask
+EXECUTE_SUCCESS: Final = ev.ExecuteSuccess
+FREE_KEYS: Final = m.FreeKeys
+GATHER_SUCCESS: Final = ev.GatherDepSuccess
+STEAL_REQUEST: Final = m.StealRequest
+GATHER_FAILURE: Final = ev.GatherDepFailure
+EXECUTE_FAILURE: Final = ev.ExecuteFailure
+ACQUIRE_REPLICAS: Final = m.AcquireReplicas
+DATA_PUT: Final = ev.DataPut
+PAUSE_CHANGED: Final = ev.PauseChanged
+HANDLED: Final = frozenset({COMPUTE_TASK, EXECUTE_SUCCESS, FREE_KEYS, GATHER_SUCCESS,
+                            STEAL_REQUEST, GATHER_FAILURE, EXECUTE_FAILURE, ACQUIRE_REPLICAS,
+                            DATA_PUT, PAUSE_CHANGED})
 
 
 class WorkerState:
@@ -117,23 +129,23 @@ class WorkerState:
         if kind not in HANDLED:
             raise TypeError(f"WorkerState cannot handle {kind.__name__}")
         self._stimulus = event.stimulus_id
-        if kind is m.ComputeTask:
+        if kind is COMPUTE_TASK:
             self._compute_task(event)
-        elif kind is ev.ExecuteSuccess:
+        elif kind is EXECUTE_SUCCESS:
             self._execute_success(event)
-        elif kind is m.FreeKeys:
+        elif kind is FREE_KEYS:
             self._free_keys(event)
-        elif kind is ev.GatherDepSuccess:
+        elif kind is GATHER_SUCCESS:
             self._gather_success(event)
-        elif kind is m.StealRequest:
+        elif kind is STEAL_REQUEST:
             self._steal_request(event)
-        elif kind is ev.GatherDepFailure:
+        elif kind is GATHER_FAILURE:
             self._gather_failure(event)
-        elif kind is ev.ExecuteFailure:
+        elif kind is EXECUTE_FAILURE:
             self._execute_failure(event)
-        elif kind is m.AcquireReplicas:
+        elif kind is ACQUIRE_REPLICAS:
             self._acquire_replicas(event)
-        elif kind is ev.DataPut:
+        elif kind is DATA_PUT:
             self._data_put(event)
         else:
             self._pause_changed(event)

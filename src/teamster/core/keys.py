@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from typing import Any, Final
 
-_HEX = frozenset("0123456789abcdef")
+_HEX: Final = frozenset("0123456789abcdef")
 
 
 def _is_token(word: str) -> bool:

@@ -12,7 +12,7 @@ from typing import Any, Final
 from teamster.core.messages import Key, Priority, Serialized
 
 #: Every state a scheduler-side task can be in.
-TASK_STATES = (
+TASK_STATES: Final = (
     "released",  # known, not needed now or not yet started
     "waiting",  # needed; some dependencies are not in memory yet
     "queued",  # ready; waiting in the scheduler's queue for a worker slot

@@ -11,24 +11,25 @@ precise as the duration estimates behind the loads.
 from __future__ import annotations
 
 from itertools import islice
+from typing import Final
 
 from teamster.core.scheduler.entities import WorkerInfo
 
 #: Loads below this many seconds per thread share the lowest bucket.
-RESOLUTION = 0.001
+RESOLUTION: Final = 0.001
 #: Bucket b >= 1 holds loads in [RESOLUTION * 2**(b-1), RESOLUTION * 2**b);
 #: the top bucket takes everything above (about 12 days at this resolution).
-N_BUCKETS = 40
+N_BUCKETS: Final = 40
 #: Each bucket's load range [LOWER[b], UPPER[b]). Shared by all workers, so
 #: checking whether a worker stays in its bucket reads nothing cold: a range
 #: kept per worker was a tuple and two floats to allocate on each move and
 #: to read on each check, at 1,000 workers cache misses twice per task.
-LOWER: tuple[float, ...] = (float("-inf"),) + tuple(
+LOWER: Final[tuple[float, ...]] = (float("-inf"),) + tuple(
     RESOLUTION * 2 ** (b - 1) for b in range(1, N_BUCKETS))
-UPPER: tuple[float, ...] = tuple(RESOLUTION * 2**b for b in range(N_BUCKETS - 1)) + (
+UPPER: Final[tuple[float, ...]] = tuple(RESOLUTION * 2**b for b in range(N_BUCKETS - 1)) + (
     float("inf"),)
 #: ``WorkerInfo.load_bucket`` of a worker not in the index.
-NOT_INDEXED = -1
+NOT_INDEXED: Final = -1
 
 
 def bucket_of(load: float) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from itertools import islice
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from teamster.core.messages import REPORT_AT_ONCE_BYTES
 from teamster.core.scheduler.entities import TaskState, WorkerInfo
@@ -23,32 +23,32 @@ if TYPE_CHECKING:
 #: Duration assumed for a prefix nobody has measured yet. Deliberately long:
 #: an unknown prefix gets one task per thread (spread out) until the first
 #: measurement arrives, instead of piling its tasks onto whoever asks first.
-UNKNOWN_DURATION = 0.5
+UNKNOWN_DURATION: Final = 0.5
 #: Transfer bandwidth assumed until measured, bytes/s (a modest LAN; the
 #: first transfers of 1 MB or more replace it with measurements).
-DEFAULT_BANDWIDTH = 100e6
+DEFAULT_BANDWIDTH: Final = 100e6
 #: Transfers smaller than this teach nothing about bandwidth (latency dominates)
 #: and are not tracked as fetches under way. Workers report transfers this
 #: large as they land (the rest with their next TaskFinished): one constant.
-LARGE_TRANSFER = REPORT_AT_ONCE_BYTES
+LARGE_TRANSFER: Final = REPORT_AT_ONCE_BYTES
 #: Weight of a new bandwidth measurement in the moving averages.
-BANDWIDTH_WEIGHT = 0.25
+BANDWIDTH_WEIGHT: Final = 0.25
 #: One-way scheduler<->worker latency assumed, seconds (messages are batched
 #: every few ms).
-DEFAULT_LATENCY = 0.005
+DEFAULT_LATENCY: Final = 0.005
 #: How many holders of large inputs and how many idle workers to score.
-DEPENDENCY_CANDIDATES = 4
-IDLE_CANDIDATES = 2
+DEPENDENCY_CANDIDATES: Final = 4
+IDLE_CANDIDATES: Final = 2
 #: Holders of one input looked at when gathering candidates (bounded: an
 #: input may be replicated on every worker), and how many of them may be
 #: candidates.
-HOLDER_SCAN = 16
-BUSY_HOLDERS = 2
+HOLDER_SCAN: Final = 16
+BUSY_HOLDERS: Final = 2
 #: Holders of one input named in a ComputeTask (the worker fetches from them).
-HOLDERS_SENT = 8
+HOLDERS_SENT: Final = 8
 #: Inputs smaller than this never draw a task to their busy holder: moving
 #: them costs about one latency.
-SMALL_INPUT = 100_000
+SMALL_INPUT: Final = 100_000
 
 
 class Placement:

@@ -31,7 +31,7 @@ releasing the last unique key). Recipients come from a bounded candidate set
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from teamster.core import messages as m
 from teamster.core.scheduler.entities import TaskState, WorkerInfo, holding_order
@@ -42,14 +42,14 @@ if TYPE_CHECKING:
     from teamster.core.scheduler.state import SchedulerState
 
 #: The status of a worker being retired (and of one drained with close=False).
-CLOSING = "closing_gracefully"
+CLOSING: Final = "closing_gracefully"
 #: Recipients that may fail to fetch one key before its worker's retirement
 #: is refused (a retiring worker its peers cannot reach would wait forever).
-MAX_ATTEMPTS = 3
+MAX_ATTEMPTS: Final = 3
 #: Workers considered as recipients per scan.
-CANDIDATES = 8
+CANDIDATES: Final = 8
 #: Events from a worker receiving copies that may change what it holds.
-_RECIPIENT_EVENTS = (m.AddKeys, m.MissingData, m.ReplicasNotAcquired, m.RemoveWorker,
+_RECIPIENT_EVENTS: Final = (m.AddKeys, m.MissingData, m.ReplicasNotAcquired, m.RemoveWorker,
                      m.RegisterWorker, m.WorkerStatus)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import heapq
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from teamster.core import messages as m
 from teamster.core.keys import key_prefix
@@ -48,7 +48,7 @@ from teamster.core.story import InvalidTransition, StoryEntry, TransitionLog
 
 #: A task running this long, and over twice its estimate, blocks its thread:
 #: once every thread of a worker is blocked, its queued tasks are taken back.
-STUCK_AFTER = 0.1
+STUCK_AFTER: Final = 0.1
 
 
 

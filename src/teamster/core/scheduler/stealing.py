@@ -23,7 +23,7 @@ Rules:
 from __future__ import annotations
 
 from itertools import islice
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 from teamster.core.messages import StealRequest, StealResponse
 from teamster.core.scheduler.entities import TaskState, WorkerInfo
@@ -34,12 +34,12 @@ if TYPE_CHECKING:
     from teamster.core.scheduler.state import SchedulerState
 
 #: Victims looked at per balancing call, most backlogged first.
-MAX_VICTIMS = 4
+MAX_VICTIMS: Final = 4
 #: Tasks of one victim looked at per call, most recently assigned first (the
 #: worker runs in priority order, so those are the least likely started).
-SCAN = 16
+SCAN: Final = 16
 #: Hungry workers a periodic pass balances for.
-PERIODIC_THIEVES = 8
+PERIODIC_THIEVES: Final = 8
 
 
 class Steal(NamedTuple):

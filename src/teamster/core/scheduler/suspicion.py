@@ -16,7 +16,7 @@ See docs/design.md, "Only a task that was running is suspected".
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from teamster.core import messages as m
 from teamster.core.scheduler.entities import WorkerInfo
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 #: A task that was running on this many workers when each of them died is
 #: presumed to be what kills them, and is failed rather than retried forever.
-ALLOWED_FAILURES = 3
+ALLOWED_FAILURES: Final = 3
 
 
 def release_lost_tasks(s: SchedulerState, ws: WorkerInfo, reason: str,

@@ -12,7 +12,7 @@ Rules of this module:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from teamster.core.messages import (
     ComputeTask,
@@ -316,7 +316,7 @@ def compute_message(s: SchedulerState, ts: TaskState, stimulus_id: str) -> Compu
                        ts.lost_runs > 0, stimulus_id)
 
 
-TRANSITIONS: dict[tuple[str, str], Transition] = {
+TRANSITIONS: Final[dict[tuple[str, str], Transition]] = {
     ("released", "waiting"): released_waiting,
     ("released", "memory"): released_memory,
     ("released", "erred"): released_erred,

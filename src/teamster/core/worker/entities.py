@@ -6,7 +6,7 @@ from typing import Final
 
 from teamster.core import messages as m
 
-WORKER_TASK_STATES = (
+WORKER_TASK_STATES: Final = (
     "released",  # known but not scheduled for anything (transient)
     "waiting",  # assigned; some inputs not here yet
     "fetch",  # an input to fetch from a peer

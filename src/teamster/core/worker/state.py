@@ -30,10 +30,10 @@ from teamster.core.worker.instructions import (
 )
 
 #: Peers fetched from at once; more only adds contention on the links.
-MAX_CONCURRENT_GATHERS = 4
+MAX_CONCURRENT_GATHERS: Final = 4
 #: Bytes requested from one peer in one message (whole keys; at least one key).
-MAX_GATHER_BYTES = 50_000_000
-MAX_GATHER_KEYS = 1000
+MAX_GATHER_BYTES: Final = 50_000_000
+MAX_GATHER_KEYS: Final = 1000
 
 
 # The event types ``WorkerState.handle`` takes, as ``Final`` names: the
@@ -727,7 +727,7 @@ def _forget(w: WorkerState, ts: WorkerTask) -> None:
     ts.dependents.clear()
 
 
-TRANSITIONS: dict[tuple[str, str], Callable[[WorkerState, WorkerTask], None]] = {
+TRANSITIONS: Final[dict[tuple[str, str], Callable[[WorkerState, WorkerTask], None]]] = {
     ("released", "fetch"): _to_fetch,
     ("released", "waiting"): _to_waiting,
     ("released", "ready"): _to_ready,

@@ -6,6 +6,8 @@ real state machines through random event sequences with hypothesis.
 
 from __future__ import annotations
 
+from typing import Any
+
 from hypothesis import HealthCheck, Phase, settings
 
 from teamster.core import messages as m
@@ -37,3 +39,32 @@ TIMEOUT_S = 900
 
 class WorldFailure(AssertionError):
     pass
+
+
+class TracedWorld:
+    """A world driving one state machine (``core``), with the trace of what it
+    was told and said: a failure names the last events and the key's story."""
+
+    def __init__(self, core: Any) -> None:
+        self.core = core
+        self.n_events = 0
+        self.trace: list[str] = []
+
+    def fail(self, what: str, key: m.Key | None = None) -> WorldFailure:
+        lines = [what, "last events:", *("  " + t for t in self.trace[-40:])]
+        if key is not None:
+            lines.append(f"story of {key!r}:")
+            lines += [f"  {e.start} -> {e.finish} ({e.stimulus_id})"
+                      for e in self.core.story(key)]
+        return WorldFailure("\n".join(lines))
+
+    def handle_traced(self, event: Any) -> list[Any]:
+        """``core.handle(event)``, traced; a failure inside it becomes a WorldFailure."""
+        self.n_events += 1
+        self.trace.append(f"#{self.n_events} {event!r}")
+        try:
+            out: list[Any] = self.core.handle(event)
+        except Exception as exc:
+            raise self.fail(f"{type(exc).__name__}: {exc}", getattr(exc, "key", None)) from exc
+        self.trace.extend(f"    -> {instr!r}" for instr in out)
+        return out

@@ -43,7 +43,7 @@ from .properties import (
     RUN,
     SETTINGS,
     TIMEOUT_S,
-    WorldFailure,
+    TracedWorld,
 )
 
 pytestmark = pytest.mark.timeout(TIMEOUT_S)
@@ -71,16 +71,16 @@ class SimWorker:
     inbox: deque[m.Message] = field(default_factory=deque)
 
 
-class SchedulerWorld:
+class SchedulerWorld(TracedWorld):
     """A scheduler, simulated workers and clients, and the log of what was said."""
 
     def __init__(self) -> None:
         self.s = SchedulerState(validate=True, heartbeat_timeout=HEARTBEAT_TIMEOUT)
+        super().__init__(self.s)
         self.now = 0.0
         self.workers: dict[str, SimWorker] = {}
         self.n_workers = 0
         self.n_keys = 0
-        self.n_events = 0
         #: Every key ever submitted or scattered (dependencies may name any of them).
         self.known: list[m.Key] = []
         #: (event index, client, message) for every SendToClient.
@@ -91,26 +91,11 @@ class SchedulerWorld:
         self.retire_requests: set[str] = set()
         #: Workers drained without close: their manager stops them next.
         self.drained: list[str] = []
-        self.trace: list[str] = []
 
     # ---------------------------------------------------------------- driving
 
-    def fail(self, what: str, key: m.Key | None = None) -> WorldFailure:
-        lines = [what, "last events:", *("  " + t for t in self.trace[-40:])]
-        if key is not None:
-            lines.append(f"story of {key!r}:")
-            lines += [f"  {e.start} -> {e.finish} ({e.stimulus_id})" for e in self.s.story(key)]
-        return WorldFailure("\n".join(lines))
-
     def handle(self, event: Any) -> list[Any]:
-        self.n_events += 1
-        self.trace.append(f"#{self.n_events} {event!r}")
-        try:
-            out = self.s.handle(event)
-        except Exception as exc:
-            raise self.fail(f"{type(exc).__name__}: {exc}", getattr(exc, "key", None)) from exc
-        for instr in out:
-            self.trace.append(f"    -> {instr!r}")
+        out = self.handle_traced(event)
         self._route(out)
         self._track_wants()
         while self.drained:

@@ -26,7 +26,7 @@ from .properties import (
     RUN2,
     SETTINGS,
     TIMEOUT_S,
-    WorldFailure,
+    TracedWorld,
 )
 
 pytestmark = pytest.mark.timeout(TIMEOUT_S)
@@ -36,12 +36,13 @@ PEERS = ("tcp://p1", "tcp://p2", "tcp://p3")
 ME = "tcp://me"
 
 
-class WorkerWorld:
+class WorkerWorld(TracedWorld):
     """One WorkerState, its shell's data store, executor and peers, simulated."""
 
     def __init__(self, nthreads: int, gpus: float) -> None:
         self.w = WorkerState(ME, nthreads, resources={"GPU": gpus} if gpus else None,
                              validate=True)
+        super().__init__(self.w)
         #: The shell's data store.
         self.store: set[m.Key] = set()
         #: Execute instructions not yet completed.
@@ -61,25 +62,10 @@ class WorkerWorld:
         #: (key, run_spec) of the execution whose end is being handled.
         self.finishing: tuple[m.Key, m.Serialized | None] | None = None
         self.n_keys = 0
-        self.n_events = 0
-        self.trace: list[str] = []
-
-    def fail(self, what: str, key: m.Key | None = None) -> WorldFailure:
-        lines = [what, "last events:", *("  " + t for t in self.trace[-40:])]
-        if key is not None:
-            lines.append(f"story of {key!r}:")
-            lines += [f"  {e.start} -> {e.finish} ({e.stimulus_id})" for e in self.w.story(key)]
-        return WorldFailure("\n".join(lines))
 
     def handle(self, event: Any) -> list[Any]:
-        self.n_events += 1
-        self.trace.append(f"#{self.n_events} {event!r}")
-        try:
-            out = self.w.handle(event)
-        except Exception as exc:
-            raise self.fail(f"{type(exc).__name__}: {exc}", getattr(exc, "key", None)) from exc
+        out = self.handle_traced(event)
         for instr in out:
-            self.trace.append(f"    -> {instr!r}")
             if isinstance(instr, Execute):
                 if instr.key in self.running:
                     raise self.fail(f"executed twice at once: {instr}", instr.key)

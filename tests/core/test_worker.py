@@ -640,6 +640,8 @@ def test_unknown_event_type_raises() -> None:
     w = worker()
     with pytest.raises(TypeError, match="cannot handle"):
         w.handle(m.TaskFinished(ME, "x", 1, "int", 0.1, 1.0, 1, (), "wrong-direction"))
+    with pytest.raises(TypeError, match="cannot handle object"):
+        w.handle(object())  # (no stimulus_id either: still the TypeError)
 
 
 # ------------------------------------------------------------------ run_id

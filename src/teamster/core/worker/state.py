@@ -49,9 +49,6 @@ EXECUTE_FAILURE: Final = ev.ExecuteFailure
 ACQUIRE_REPLICAS: Final = m.AcquireReplicas
 DATA_PUT: Final = ev.DataPut
 PAUSE_CHANGED: Final = ev.PauseChanged
-HANDLED: Final = frozenset({COMPUTE_TASK, EXECUTE_SUCCESS, FREE_KEYS, GATHER_SUCCESS,
-                            STEAL_REQUEST, GATHER_FAILURE, EXECUTE_FAILURE, ACQUIRE_REPLICAS,
-                            DATA_PUT, PAUSE_CHANGED})
 
 
 class WorkerState:
@@ -126,9 +123,8 @@ class WorkerState:
         # by callgrind), evicting the scheduler's data; and these are direct
         # calls in the compiled core, not calls through bound-method objects.
         kind = type(event)
-        if kind not in HANDLED:
-            raise TypeError(f"WorkerState cannot handle {kind.__name__}")
-        self._stimulus = event.stimulus_id
+        # (A default, so that a foreign object gets the TypeError below.)
+        self._stimulus = getattr(event, "stimulus_id", "")
         if kind is COMPUTE_TASK:
             self._compute_task(event)
         elif kind is EXECUTE_SUCCESS:
@@ -147,8 +143,10 @@ class WorkerState:
             self._acquire_replicas(event)
         elif kind is DATA_PUT:
             self._data_put(event)
-        else:
+        elif kind is PAUSE_CHANGED:
             self._pause_changed(event)
+        else:
+            raise TypeError(f"WorkerState cannot handle {kind.__name__}")
 
     def _validate_after_event(self) -> None:
         for ts in self._touched:

@@ -1,0 +1,219 @@
+"""The scheduler's instructions and cache misses per task as the cluster grows, counted.
+
+    .venv/bin/python benchmarks/sim_counts.py [--workload million] [--tasks 20000]
+        [--workers 10,1000] [--seed 0] [--compiled] [--functions 25] [--keep DIR]
+
+``sim_scale.py`` times the scheduler on the process clock, and on a shared
+machine the clock moves: the same code, replayed alone, grew 1.19x from 10
+to 1,000 workers one day and 1.42x the next (benchmarks/README.md, stop
+17). This script counts instead. For each size it
+
+1. runs the workload on the simulator (``teamster.sim``, validation off) and
+   records every event the scheduler's core handled, in order;
+2. replays those events into a fresh ``SchedulerState`` under Valgrind's
+   callgrind with its cache simulator (an L2-sized last level, 1 MiB,
+   16-way: the per-core cache of the EPYC dev machine), counting only
+   inside ``SchedulerState.handle``, and checks the replay emits as many
+   instructions as the run did (the core is deterministic, so it re-makes
+   every decision).
+
+The replay calls ``handle`` through ``map()``, so that callgrind can switch
+its counting on and off at a C function (``--toggle-collect=map_next``)
+with the pure-Python core as with the compiled one; the core itself never
+calls ``map``. Loading the events and the loop around them are not counted.
+
+It prints instructions (Ir) and last-level misses (reads, writes) per task,
+and each size against the smallest; ``--functions N`` adds the N functions
+whose own misses per task grew most from the smallest size to the largest
+(exclusive cost, from ``callgrind_annotate``). Replayed alone, nothing runs
+between two events, as in a scheduler process of its own; what grows is the
+scheduler's own work and the records it touches.
+
+The counts are the same on every run and every machine with the same
+build; they do not say what a miss costs here (that is the machine's, and
+what ``sim_scale.py`` measures). A 20,000-task size takes 2-4 minutes under
+callgrind, and two sizes run at a time. Needs ``valgrind``
+(``apt-get install valgrind``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import compiled_core  # benchmarks/, next to this script
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+#: The simulated last level: L2 per core on the dev machine (lscpu), 64-byte lines.
+LL = "--LL=1048576,16,64"
+#: callgrind_annotate's columns: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw.
+IR, DLMR, DLMW = 0, 7, 8
+#: One count column: "1,234 ( 5.6%)", a bare "0", or "." (none).
+COUNT = re.compile(r"\s*(?:([\d,]+)(?: \([^)]*\))?|\.)(?=\s)")
+
+#: Run in a child: the simulation, then its scheduler events into a pickle.
+RECORD = """
+import pickle, sys
+from teamster.sim import Simulation, build_workload
+workload, workers, tasks, seed, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), \\
+    int(sys.argv[4]), sys.argv[5]
+sim = Simulation(build_workload(workload, workers=workers, tasks=tasks, seed=seed),
+                 validate=False, trace=False)
+sim.scheduler.recorded = []  # (SimScheduler appends every event it hands the core)
+sim.run()
+with open(out, "wb") as f:
+    pickle.dump({"heartbeat_timeout": sim.heartbeat_timeout, "events": sim.scheduler.recorded,
+                 "instructions": sim.scheduler.n_instructions}, f, protocol=5)
+"""
+
+#: Run under callgrind: load the events, then replay them, counted inside map_next only.
+REPLAY = """
+import gc, pickle, sys
+from teamster.core.scheduler import SchedulerState
+with open(sys.argv[1], "rb") as f:
+    run = pickle.load(f)
+gc.disable()  # as in the simulator (teamster.sim.run says why)
+state = SchedulerState(validate=False, heartbeat_timeout=run["heartbeat_timeout"])
+n = 0
+for out in map(state.handle, run["events"]):
+    n += len(out)
+if n != run["instructions"]:
+    sys.exit(f"the replay emitted {n} instructions, the run {run['instructions']}")
+"""
+
+
+def record(workload: str, workers: int, tasks: int, seed: int, out: Path,
+           env: dict[str, str] | None) -> None:
+    subprocess.run([sys.executable, "-c", RECORD, workload, str(workers), str(tasks), str(seed),
+                    str(out)], check=True, cwd=REPO_ROOT, env=env)
+
+
+def callgrind(events: Path, out: Path, env: dict[str, str] | None) -> None:
+    cmd = ["valgrind", "--tool=callgrind", "--cache-sim=yes", LL, "--toggle-collect=map_next",
+           f"--callgrind-out-file={out}", sys.executable, "-c", REPLAY, str(events)]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"callgrind failed ({events.name}):\n{proc.stderr[-3000:]}")
+
+
+def functions(profile: Path) -> dict[str, list[int]]:
+    """Exclusive counts per function (file prefix dropped), from callgrind_annotate."""
+    text = subprocess.run(["callgrind_annotate", "--auto=no", "--inclusive=no",
+                           "--threshold=100", str(profile)],
+                          capture_output=True, text=True, check=True).stdout
+    rows: dict[str, list[int]] = {}
+    for line in text.splitlines():
+        values: list[int] = []
+        pos = 0
+        while len(values) < 9 and (m := COUNT.match(line, pos)) and m.end() > pos:
+            values.append(int(m.group(1).replace(",", "")) if m.group(1) else 0)
+            pos = m.end()
+        rest = line[pos:].strip()
+        if len(values) < 9 or not rest or "PROGRAM TOTALS" in rest:
+            continue
+        name = rest.rsplit(":", 1)[-1].split(" [")[0].strip()
+        row = rows.setdefault(name, [0] * 9)
+        for i, v in enumerate(values):
+            row[i] += v
+    return rows
+
+
+def summary(profile: Path) -> list[int]:
+    """The profile's totals: the nine counts, exactly as callgrind wrote them."""
+    for line in profile.read_text().splitlines():
+        if line.startswith(("summary:", "totals:")):
+            return [int(x) for x in line.split()[1:10]]
+    raise SystemExit(f"{profile}: no totals line (did callgrind finish?)")
+
+
+def measure(workload: str, sizes: list[int], tasks: int, seed: int, work: Path,
+            env: dict[str, str] | None) -> list[dict[str, Any]]:
+    """Record every size, then replay them under callgrind, two at a time (2 cores)."""
+    events = {n: work / f"events-{n}.pkl" for n in sizes}
+    profiles = {n: work / f"callgrind-{n}.out" for n in sizes}
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda n: record(workload, n, tasks, seed, events[n], env), sizes))
+        list(pool.map(lambda n: callgrind(events[n], profiles[n], env), sizes))
+    results = []
+    for n in sizes:
+        t = summary(profiles[n])
+        print(f"  {n} workers: {t[IR] / tasks:,.0f} Ir, "
+              f"{(t[DLMR] + t[DLMW]) / tasks:.1f} LL misses per task", file=sys.stderr)
+        results.append({"workers": n, "tasks": tasks, "profile": profiles[n],
+                        "ir": t[IR] / tasks, "ll_read": t[DLMR] / tasks,
+                        "ll_write": t[DLMW] / tasks})
+    return results
+
+
+def print_table(results: list[dict[str, Any]], workload: str, seed: int) -> None:
+    base = results[0]
+    print(f"\n## Scheduler work per task, replayed alone under callgrind: {workload}, "
+          f"{base['tasks']:,} tasks, seed {seed}\n")
+    print("| workers | instructions | vs smallest | LL misses (read + write) | vs smallest |")
+    print("|---:|---:|---:|---:|---:|")
+    base_miss = base["ll_read"] + base["ll_write"]
+    for r in results:
+        miss = r["ll_read"] + r["ll_write"]
+        print(f"| {r['workers']:,} | {r['ir']:,.0f} | {r['ir'] / base['ir']:.3f}x | "
+              f"{miss:.1f} ({r['ll_read']:.1f} + {r['ll_write']:.1f}) | {miss / base_miss:.2f}x |")
+
+
+def print_functions(small: dict[str, Any], large: dict[str, Any], n: int) -> None:
+    a, b = functions(small["profile"]), functions(large["profile"])
+    zero = [0] * 9
+    ta, tb = small["tasks"], large["tasks"]
+
+    def misses(row: list[int], tasks: int) -> float:
+        return (row[DLMR] + row[DLMW]) / tasks
+
+    growth = sorted(set(a) | set(b),
+                    key=lambda k: misses(b.get(k, zero), tb) - misses(a.get(k, zero), ta),
+                    reverse=True)
+    print(f"\n### Functions whose own LL misses per task grew most, "
+          f"{small['workers']:,} -> {large['workers']:,} workers\n")
+    print("| function | Ir | Ir | LL misses | LL misses | growth |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for k in growth[:n]:
+        x, y = a.get(k, zero), b.get(k, zero)
+        print(f"| `{k[:80]}` | {x[IR] / ta:,.0f} | {y[IR] / tb:,.0f} | {misses(x, ta):.1f} | "
+              f"{misses(y, tb):.1f} | {misses(y, tb) - misses(x, ta):+.1f} |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--workload", default="million")
+    p.add_argument("--tasks", type=int, default=20_000)
+    p.add_argument("--workers", default="10,1000")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--functions", type=int, default=0, metavar="N",
+                   help="list the N functions whose misses per task grew most")
+    p.add_argument("--keep", type=Path, default=None, metavar="DIR",
+                   help="keep the event pickles and callgrind profiles in DIR")
+    compiled_core.add_option(p)
+    args = p.parse_args(argv)
+    for tool in ("valgrind", "callgrind_annotate"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"sim_counts.py needs {tool}: apt-get install valgrind")
+    env = compiled_core.child_env(args.compiled) or dict(os.environ)
+    env["TEAMSTER_VALIDATE"] = "0"
+    sizes = [int(x) for x in args.workers.split(",")]
+    with tempfile.TemporaryDirectory(prefix="teamster-counts-") as tmp:
+        work = args.keep or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        results = measure(args.workload, sizes, args.tasks, args.seed, work, env)
+        print_table(results, args.workload, args.seed)
+        if args.functions:
+            print_functions(results[0], results[-1], args.functions)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -109,6 +109,15 @@ def functions(profile: Path) -> dict[str, list[int]]:
     text = subprocess.run(["callgrind_annotate", "--auto=no", "--inclusive=no",
                            "--threshold=100", str(profile)],
                           capture_output=True, text=True, check=True).stdout
+    return parse_annotate(text)
+
+
+def parse_annotate(text: str) -> dict[str, list[int]]:
+    """The nine counts of each function line of callgrind_annotate's listing.
+
+    A column is "1,234 ( 5.6%)", or a bare "0", or "." when the function has
+    none of that event; a name may repeat (one per object file) and is summed.
+    """
     rows: dict[str, list[int]] = {}
     for line in text.splitlines():
         values: list[int] = []

@@ -70,6 +70,24 @@ def simulate(workload: str, workers: int, tasks: int | None, seed: int,
     return result
 
 
+def machine_speed(n: int = 1_000_000, repeat: int = 5) -> float:
+    """Nanoseconds per iteration of a fixed pure-Python loop (the fastest of
+    ``repeat``): this machine's speed today, printed beside the figures.
+
+    The same code measured 2.2-2.5x slower here from one day to the next
+    (stops 16 and 17); quoting a fixed loop's speed beside the figures lets
+    tables from different days be compared.
+    """
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.process_time_ns()
+        total = 0
+        for i in range(n):
+            total += i
+        best = min(best, (time.process_time_ns() - t0) / n)
+    return best
+
+
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The run with the least scheduler CPU, annotated with all runs' figures."""
     best = min(runs, key=lambda r: r["scheduler_cpu_per_task_us"])
@@ -184,7 +202,11 @@ def main(argv: list[str] | None = None) -> int:
     CHILD_ENV = compiled_core.child_env(args.compiled)
 
     sizes = [int(x) for x in args.workers.split(",")]
+    speed_before = machine_speed()
     rows = scaling_table(args.workload, args.tasks, sizes, args.repeat, args.seed)
+    speed_after = machine_speed()
+    print(f"\nMachine speed: {speed_before:.1f} ns per pure-Python loop iteration before the "
+          f"table, {speed_after:.1f} after (lower is faster).")
     print_scaling(rows)
     million = None
     if not args.skip_million:
@@ -201,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{GROWTH_TARGET:g}x from {sizes[0]} to {sizes[-1]} workers ({growth:.2f}x): "
           f"{'met' if ok else 'NOT met'}")
     if args.json:
-        print(json.dumps({"scaling": rows, "million": million, "ratios": ratio_rows}))
+        print(json.dumps({"scaling": rows, "million": million, "ratios": ratio_rows,
+                          "machine_speed_ns": [speed_before, speed_after]}))
     return 0 if ok or not args.check else 1
 
 

@@ -5,7 +5,7 @@
 
 ``sim_scale.py`` times the scheduler on the process clock, and on a shared
 machine the clock moves: the same code, replayed alone, grew 1.19x from 10
-to 1,000 workers one day and 1.42x the next (benchmarks/README.md, stop
+to 1,000 workers one day and 1.42-1.57x the next (benchmarks/README.md, stop
 17). This script counts instead. For each size it
 
 1. runs the workload on the simulator (``teamster.sim``, validation off) and

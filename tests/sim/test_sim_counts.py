@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -34,3 +35,14 @@ def test_every_column_format_is_read() -> None:
     # The same function in two objects is one row, summed.
     assert rows["CPyDef_scheduler___state___SchedulerState___assign"] == [
         11_257_348, 1_876_218, 938_109, 16_756, 0, 0, 1, 7, 3]
+
+
+def test_the_scheduler_core_never_calls_map() -> None:
+    """sim_counts switches counting on and off at ``map_next`` (the replay
+    calls ``handle`` through ``map``): a ``map`` inside the core would switch
+    it off within ``handle`` and drop that work from the counts."""
+    core = Path(__file__).resolve().parents[2] / "src" / "teamster" / "core" / "scheduler"
+    calls = [f"{path.name}:{n}" for path in sorted(core.glob("*.py"))
+             for n, line in enumerate(path.read_text().splitlines(), 1)
+             if re.search(r"\bmap\(", line.split("#")[0])]
+    assert not calls, calls

@@ -74,7 +74,7 @@ def machine_speed(n: int = 1_000_000, repeat: int = 5) -> float:
     """Nanoseconds per iteration of a fixed pure-Python loop (the fastest of
     ``repeat``): this machine's speed today, printed beside the figures.
 
-    The same code measured 2.2-2.5x slower here from one day to the next
+    The same code measured 1.8-2.5x slower here from one day to the next
     (stops 16 and 17); quoting a fixed loop's speed beside the figures lets
     tables from different days be compared.
     """

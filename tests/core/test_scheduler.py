@@ -178,12 +178,14 @@ def test_a_200ms_reader_of_a_large_input_gets_one_queued_behind_it() -> None:
     out = s.handle(graph("c", *[spec(k, "big", priority=(0, i)) for i, k in enumerate(keys)],
                          wanted=keys, sid="g1"))
     assert [(o.worker, o.msg.key) for o in out] == [(A, "read-1"), (A, "read-2")]
-    assert s.workers[A].large_readers.keys() == {s.tasks["read-1"], s.tasks["read-2"]}
+    assert s.workers[A].n_large_readers == 2
+    assert s.tasks["read-1"].reads_large and s.tasks["read-2"].reads_large
     # Its readers done, the worker is an ordinary one again.
     s.handle(finished(s, A, "read-1", duration=0.2, sid="f1"))
     s.handle(finished(s, A, "read-2", duration=0.2, sid="f2"))
     s.handle(finished(s, A, "read-3", duration=0.2, sid="f3"))
-    assert not s.workers[A].large_readers
+    assert s.workers[A].n_large_readers == 0
+    assert not any(s.tasks[k].reads_large for k in keys)
 
 
 def test_occupancy_tracks_estimates_and_queue_drains_to_a_new_worker() -> None:

@@ -121,7 +121,7 @@ class Placement:
         if n >= threads * self.max_per_thread:
             return True
         average = ws.occupancy / n
-        horizon = self.reader_prefetch_horizon if ws.large_readers else self.prefetch_horizon
+        horizon = self.reader_prefetch_horizon if ws.n_large_readers else self.prefetch_horizon
         if average > horizon * self.backlog_target:
             return True  # long (or not yet measured) tasks: one per thread
         return average * (n - threads) >= threads * self.backlog_target

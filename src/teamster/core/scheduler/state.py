@@ -357,7 +357,8 @@ class SchedulerState:
         ws.occupancy += duration
         self.n_processing += 1
         if start_fetching_inputs(ts, ws):
-            ws.large_readers[ts] = None
+            ts.reads_large = True
+            ws.n_large_readers += 1
         self.update_idle(ws)
         self.out.append(SendToWorker(ws.address, tr.compute_message(self, ts, stimulus_id)))
 
@@ -365,8 +366,9 @@ class SchedulerState:
         del ws.processing[ts]
         ws.occupancy -= ts.estimate
         self.n_processing -= 1
-        if ws.large_readers:
-            ws.large_readers.pop(ts, None)
+        if ts.reads_large:
+            ts.reads_large = False
+            ws.n_large_readers -= 1
         if not ws.processing and not ws.n_incoming:
             ws.occupancy = 0.0  # no float drift survives an empty queue
         ts.processing_on = None

@@ -55,6 +55,8 @@ def validate_task(s: SchedulerState, ts: TaskState) -> None:
         _fail(s, ts, "in memory iff who_has is non-empty")
     if (ts.state == "processing") != (ts.processing_on is not None):
         _fail(s, ts, "processing iff processing_on is set")
+    if ts.reads_large and ts.processing_on is None:
+        _fail(s, ts, "counted as a large-input reader while not processing")
     if ts.processing_on is not None:
         ws = ts.processing_on
         if ts not in ws.processing or s.workers.get(ws.address) is not ws:
@@ -130,9 +132,10 @@ def validate_state(s: SchedulerState) -> None:
         for ts in ws.processing:
             if ts.processing_on is not ws:
                 _fail(s, ts, f"listed as processing on {addr}")
-        for ts in ws.large_readers:
-            if ts.processing_on is not ws:
-                _fail(s, ts, f"listed as a large-input reader on {addr}")
+        readers = sum(1 for ts in ws.processing if ts.reads_large)
+        if readers != ws.n_large_readers:
+            _fail(s, None, f"worker {addr} counts {ws.n_large_readers} large-input "
+                           f"readers, processing has {readers}")
         for ts in ws.has_what:
             if ws not in ts.who_has:
                 _fail(s, ts, f"listed in has_what of {addr}")

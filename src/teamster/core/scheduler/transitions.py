@@ -216,6 +216,12 @@ def memory_released(s: SchedulerState, ts: TaskState, stimulus_id: str) -> None:
     # dependents released below must let go of it before it is placed again,
     # or their release would cancel the recomputation just sent out.
     _after_release(s, ts)
+    if not ts.n_waiters:
+        # No dependent is pending (those are exactly the ones counted in
+        # n_waiters; validation checks it), so none needs it back. The usual
+        # release, of an input its last reader has just used: its
+        # dependents' table, cold at 1,000 workers, stays unread.
+        return
     for dts in ts.dependents:
         # A waiting dependent needs this again: it must wait for the recomputation.
         if dts.state == "waiting":

@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/sim_counts.py [--workload million] [--tasks 20000]
         [--workers 10,1000] [--seed 0] [--compiled] [--functions 25] [--keep DIR]
+        [--in-sim]
 
 ``sim_scale.py`` times the scheduler on the process clock, and on a shared
 machine the clock moves: the same code, replayed alone, grew 1.19x from 10
@@ -28,6 +29,14 @@ whose own misses per task grew most from the smallest size to the largest
 (exclusive cost, from ``callgrind_annotate``). Replayed alone, nothing runs
 between two events, as in a scheduler process of its own; what grows is the
 scheduler's own work and the records it touches.
+
+``--in-sim`` counts inside the running simulation instead (the simulator
+calls ``handle`` through ``map`` there too): the events are fresh, as a
+scheduler's server hands them over, and the simulated workers run between
+two of them and evict the scheduler's data, as they do in ``sim_scale``'s
+in-sim column. The difference between the two modes is the simulator's
+share of the growth, not the scheduler's. (Nothing outside ``handle`` may
+call ``map`` then: the simulator and the worker core do not; a test checks.)
 
 The counts are the same on every run and every machine with the same
 build; they do not say what a miss costs here (that is the machine's, and
@@ -89,6 +98,36 @@ if n != run["instructions"]:
     sys.exit(f"the replay emitted {n} instructions, the run {run['instructions']}")
 """
 
+#: Run under callgrind (``--in-sim``): the simulation itself, its scheduler's
+#: ``handle`` called through ``map`` so that only the work inside it is
+#: counted, with the simulated workers running between its events.
+IN_SIM = """
+import sys
+from teamster.sim import Simulation, build_workload
+workload, workers, tasks, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), \\
+    int(sys.argv[4])
+sim = Simulation(build_workload(workload, workers=workers, tasks=tasks, seed=seed),
+                 validate=False, trace=False)
+
+class CountedState:
+    def __init__(self, state):
+        self.state = state
+        self.calls = 0
+
+    def __getattr__(self, name):
+        return getattr(self.state, name)
+
+    def handle(self, event):
+        self.calls += 1
+        for out in map(self.state.handle, (event,)):
+            return out
+
+counted = sim.scheduler.state = CountedState(sim.scheduler.state)
+sim.run()
+executed = sum(w.executed for w in sim.workers.values())
+print(f"handled {counted.calls} of {sim.scheduler.n_events} events; executed {executed}")
+"""
+
 
 def record(workload: str, workers: int, tasks: int, seed: int, out: Path,
            env: dict[str, str] | None) -> None:
@@ -96,12 +135,12 @@ def record(workload: str, workers: int, tasks: int, seed: int, out: Path,
                     str(out)], check=True, cwd=REPO_ROOT, env=env)
 
 
-def callgrind(events: Path, out: Path, env: dict[str, str] | None) -> None:
+def callgrind(script: str, args: list[str], out: Path, env: dict[str, str] | None) -> None:
     cmd = ["valgrind", "--tool=callgrind", "--cache-sim=yes", LL, "--toggle-collect=map_next",
-           f"--callgrind-out-file={out}", sys.executable, "-c", REPLAY, str(events)]
+           f"--callgrind-out-file={out}", sys.executable, "-c", script, *args]
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise SystemExit(f"callgrind failed ({events.name}):\n{proc.stderr[-3000:]}")
+        raise SystemExit(f"callgrind failed ({out.name}):\n{proc.stderr[-3000:]}")
 
 
 def functions(profile: Path) -> dict[str, list[int]]:
@@ -144,13 +183,19 @@ def summary(profile: Path) -> list[int]:
 
 
 def measure(workload: str, sizes: list[int], tasks: int, seed: int, work: Path,
-            env: dict[str, str] | None) -> list[dict[str, Any]]:
-    """Record every size, then replay them under callgrind, two at a time (2 cores)."""
+            env: dict[str, str] | None, in_sim: bool = False) -> list[dict[str, Any]]:
+    """Record every size, then replay them under callgrind, two at a time (2 cores);
+    or, ``in_sim``, count each size's simulation as it runs."""
     events = {n: work / f"events-{n}.pkl" for n in sizes}
     profiles = {n: work / f"callgrind-{n}.out" for n in sizes}
     with ThreadPoolExecutor(2) as pool:
-        list(pool.map(lambda n: record(workload, n, tasks, seed, events[n], env), sizes))
-        list(pool.map(lambda n: callgrind(events[n], profiles[n], env), sizes))
+        if in_sim:
+            list(pool.map(lambda n: callgrind(
+                IN_SIM, [workload, str(n), str(tasks), str(seed)], profiles[n], env), sizes))
+        else:
+            list(pool.map(lambda n: record(workload, n, tasks, seed, events[n], env), sizes))
+            list(pool.map(lambda n: callgrind(REPLAY, [str(events[n])], profiles[n], env),
+                          sizes))
     results = []
     for n in sizes:
         t = summary(profiles[n])
@@ -162,9 +207,11 @@ def measure(workload: str, sizes: list[int], tasks: int, seed: int, work: Path,
     return results
 
 
-def print_table(results: list[dict[str, Any]], workload: str, seed: int) -> None:
+def print_table(results: list[dict[str, Any]], workload: str, seed: int,
+                in_sim: bool = False) -> None:
     base = results[0]
-    print(f"\n## Scheduler work per task, replayed alone under callgrind: {workload}, "
+    how = "counted in the running simulation" if in_sim else "replayed alone under callgrind"
+    print(f"\n## Scheduler work per task, {how}: {workload}, "
           f"{base['tasks']:,} tasks, seed {seed}\n")
     print("| workers | instructions | vs smallest | LL misses (read + write) | vs smallest |")
     print("|---:|---:|---:|---:|---:|")
@@ -206,6 +253,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="list the N functions whose misses per task grew most")
     p.add_argument("--keep", type=Path, default=None, metavar="DIR",
                    help="keep the event pickles and callgrind profiles in DIR")
+    p.add_argument("--in-sim", action="store_true",
+                   help="count the scheduler inside the running simulation instead of "
+                        "replaying its events alone (the simulated workers then evict "
+                        "its data between events, as in sim_scale's in-sim column)")
     compiled_core.add_option(p)
     args = p.parse_args(argv)
     for tool in ("valgrind", "callgrind_annotate"):
@@ -217,8 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="teamster-counts-") as tmp:
         work = args.keep or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        results = measure(args.workload, sizes, args.tasks, args.seed, work, env)
-        print_table(results, args.workload, args.seed)
+        results = measure(args.workload, sizes, args.tasks, args.seed, work, env, args.in_sim)
+        print_table(results, args.workload, args.seed, args.in_sim)
         if args.functions:
             print_functions(results[0], results[-1], args.functions)
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -37,12 +38,29 @@ def test_every_column_format_is_read() -> None:
         11_257_348, 1_876_218, 938_109, 16_756, 0, 0, 1, 7, 3]
 
 
-def test_the_scheduler_core_never_calls_map() -> None:
+def test_neither_the_cores_nor_the_simulator_call_map() -> None:
     """sim_counts switches counting on and off at ``map_next`` (the replay
-    calls ``handle`` through ``map``): a ``map`` inside the core would switch
-    it off within ``handle`` and drop that work from the counts."""
-    core = Path(__file__).resolve().parents[2] / "src" / "teamster" / "core" / "scheduler"
-    calls = [f"{path.name}:{n}" for path in sorted(core.glob("*.py"))
+    and ``--in-sim`` call ``handle`` through ``map``): a ``map`` inside the
+    scheduler core would switch it off within ``handle`` and drop that work
+    from the counts; one in the simulator or the worker core (``--in-sim``
+    runs them between the scheduler's events) would count their work too."""
+    src = Path(__file__).resolve().parents[2] / "src" / "teamster"
+    calls = [f"{path.relative_to(src)}:{n}"
+             for package in ("core", "sim") for path in sorted((src / package).rglob("*.py"))
              for n, line in enumerate(path.read_text().splitlines(), 1)
              if re.search(r"\bmap\(", line.split("#")[0])]
     assert not calls, calls
+
+
+def test_the_in_sim_script_runs_the_simulation_through_its_counted_handle() -> None:
+    """The ``--in-sim`` script, without callgrind: every scheduler event goes
+    through the wrapper that calls ``handle`` in ``map``, and the run completes."""
+    proc = subprocess.run([sys.executable, "-c", sim_counts.IN_SIM, "million", "4", "300", "0"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    m = re.fullmatch(r"handled (\d+) of (\d+) events; executed (\d+)",
+                     proc.stdout.strip().splitlines()[-1])
+    assert m, proc.stdout
+    handled, events, executed = map(int, m.groups())
+    assert handled == events > 300
+    assert executed >= 300

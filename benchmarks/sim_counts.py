@@ -68,17 +68,23 @@ IR, DLMR, DLMW = 0, 7, 8
 #: One count column: "1,234 ( 5.6%)", a bare "0", or "." (none).
 COUNT = re.compile(r"\s*(?:([\d,]+)(?: \([^)]*\))?|\.)(?=\s)")
 
-#: Run in a child: the simulation, then its scheduler events into a pickle.
-RECORD = """
-import pickle, sys
+#: The start of both scripts that run a simulation: argv is workload,
+#: workers, tasks, seed (then the script's own arguments).
+BUILD_SIM = """
+import sys
 from teamster.sim import Simulation, build_workload
-workload, workers, tasks, seed, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), \\
-    int(sys.argv[4]), sys.argv[5]
+workload, workers, tasks, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), \\
+    int(sys.argv[4])
 sim = Simulation(build_workload(workload, workers=workers, tasks=tasks, seed=seed),
                  validate=False, trace=False)
+"""
+
+#: Run in a child: the simulation, then its scheduler events into a pickle (argv[5]).
+RECORD = BUILD_SIM + """
+import pickle
 sim.scheduler.recorded = []  # (SimScheduler appends every event it hands the core)
 sim.run()
-with open(out, "wb") as f:
+with open(sys.argv[5], "wb") as f:
     pickle.dump({"heartbeat_timeout": sim.heartbeat_timeout, "events": sim.scheduler.recorded,
                  "instructions": sim.scheduler.n_instructions}, f, protocol=5)
 """
@@ -101,14 +107,7 @@ if n != run["instructions"]:
 #: Run under callgrind (``--in-sim``): the simulation itself, its scheduler's
 #: ``handle`` called through ``map`` so that only the work inside it is
 #: counted, with the simulated workers running between its events.
-IN_SIM = """
-import sys
-from teamster.sim import Simulation, build_workload
-workload, workers, tasks, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), \\
-    int(sys.argv[4])
-sim = Simulation(build_workload(workload, workers=workers, tasks=tasks, seed=seed),
-                 validate=False, trace=False)
-
+IN_SIM = BUILD_SIM + """
 class CountedState:
     def __init__(self, state):
         self.state = state

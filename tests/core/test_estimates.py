@@ -25,7 +25,7 @@ def test_a_task_running_far_past_its_estimate_raises_it_before_it_ends() -> None
     s.handle(graph("c", *[spec(f"f-{i}", priority=(0, i)) for i in range(1, 4)], sid="g1"))
     ws = s.workers[A]
     assert s.prefixes["f"].duration_average == 0.01
-    assert len(ws.processing) == 2  # 10 ms tasks: one queued behind the running one
+    assert ws.n_processing == 2  # 10 ms tasks: one queued behind the running one
     # f-1 has run for 2 s: the worker's queue is 2 s deep, and so may every f be.
     s.handle(heartbeat(A, 2.0, ("f-1", 2.0)))
     assert s.prefixes["f"].duration_average == 2.0
@@ -39,7 +39,7 @@ def test_the_first_measurement_of_a_prefix_sets_its_estimate() -> None:
     s = scheduler(register_worker(A, nthreads=2))
     s.handle(graph("c", *[spec(f"new-{i}", priority=(0, i)) for i in range(4)], sid="g"))
     # Unknown: one per thread, spread, until something is learned.
-    assert len(s.workers[A].processing) == 2
+    assert s.workers[A].n_processing == 2
     s.handle(heartbeat(A, 0.7, ("new-0", 0.7)))
     assert s.prefixes["new"].duration_average == 0.7
 

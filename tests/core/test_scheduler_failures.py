@@ -194,7 +194,7 @@ def test_only_tasks_a_dead_worker_was_running_are_suspected() -> None:
     # rest never ran, and dying with three workers under churn must not fail them.
     s = scheduler(register_worker(A), register_worker(B))
     s.handle(graph("c", *(spec(k, workers=(A,)) for k in "xyz"), sid="g1"))
-    assert sorted(ts.key for ts in s.workers[A].processing) == ["x", "y", "z"]
+    assert sorted(ts.key for ts in s.workers[A].processing_tasks()) == ["x", "y", "z"]
     # Its last heartbeat says x runs (and a task it no longer has for us).
     s.handle(m.Heartbeat(A, 1.0, (), (("x", 0.2), ("gone", 3.0)), "hb"))
     s.handle(m.RemoveWorker(A, "died", 1.5, "rm"))

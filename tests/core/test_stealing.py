@@ -234,7 +234,7 @@ def test_a_freed_holder_takes_the_next_reader_of_its_own_large_input_first() -> 
     keys = tuple(f"read-{i}" for i in range(2, 10))
     s.handle(graph("c", *[spec(k, "y" if i % 2 == 0 else "x", priority=(0, i))
                           for i, k in enumerate(keys, start=2)], wanted=keys, sid="g1"))
-    assert [t.key for t in s.workers[A].processing] == ["read-3", "read-5"]
+    assert [t.key for t in s.workers[A].processing_tasks()] == ["read-3", "read-5"]
     assert states(s, "read-6", "read-7") == {"read-6": "queued", "read-7": "queued"}
     assert s.handle(finished(s, A, "read-3", duration=0.2, sid="fa")) == [
         in_memory("c", "read-3", (A,), "fa"),

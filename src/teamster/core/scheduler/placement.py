@@ -114,7 +114,7 @@ class Placement:
         """
         if ws.status != "running":
             return True  # paused: it starts nothing, so it must be given nothing
-        n = len(ws.processing) + ws.n_incoming
+        n = ws.n_processing + ws.n_incoming
         threads = ws.nthreads
         if n < threads:
             return False

@@ -179,7 +179,7 @@ class Retirement:
                             "(its unique data, if any, is recomputed)", stimulus_id)
             return
         unique = sorted([ts for ts in ws.has_what if len(ts.who_has) == 1], key=holding_order)
-        if not unique and not ws.processing:
+        if not unique and not ws.n_processing:
             self._complete(r, stimulus_id)
             return
         # Reuse recipients that are still up to it; choose for the rest.
@@ -193,15 +193,15 @@ class Retirement:
             else:
                 to_choose.append(ts)
         r.tried = {ts: tried for ts, tried in r.tried.items() if ts in ws.has_what}
-        candidates = self._candidates() if to_choose or ws.processing else []
-        if not candidates and (to_choose or ws.processing):
+        candidates = self._candidates() if to_choose or ws.n_processing else []
+        if not candidates and (to_choose or ws.n_processing):
             if unique:
                 keys = [ts.key for ts in unique[:3]]
                 reason = (f"cannot retire the last worker holding data: {ws.address} holds "
                           f"{len(unique)} keys no other worker has (e.g. {keys}) and no "
                           "other running worker could take them; start another worker first")
             else:
-                reason = (f"cannot retire {ws.address}: it has {len(ws.processing)} tasks to "
+                reason = (f"cannot retire {ws.address}: it has {ws.n_processing} tasks to "
                           "run and no other running worker could take them over; start "
                           "another worker first")
             self._refuse(r, reason, stimulus_id)
@@ -242,7 +242,7 @@ class Retirement:
         """Ask for every task assigned to ``r``: it gives back those not started."""
         stealing = self.state.stealing
         ws = r.ws
-        for ts in list(ws.processing):
+        for ts in ws.processing_tasks():
             if ts not in stealing.pending and ts not in stealing.refused:
                 # (stealing's own transaction: a thief of None means "place it
                 # again", exactly what take_back does for stuck workers.)

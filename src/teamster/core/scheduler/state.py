@@ -228,7 +228,7 @@ class SchedulerState:
                     break
             self.placement.filling = None
             if (not self.n_queued and self.victims
-                    and len(ws.processing) + ws.n_incoming < ws.nthreads):
+                    and ws.n_processing + ws.n_incoming < ws.nthreads):
                 # Dry (a thread with nothing to run), and nothing waits in the
                 # scheduler: take queued work from the most backlogged workers
                 # now, not at the next tick.
@@ -353,7 +353,7 @@ class SchedulerState:
         self.run_ids += 1
         ts.run_id = self.run_ids
         ts.estimate = duration
-        ws.processing[ts] = None
+        ws.add_processing(ts)
         ws.occupancy += duration
         self.n_processing += 1
         if start_fetching_inputs(ts, ws):
@@ -363,13 +363,13 @@ class SchedulerState:
         self.out.append(SendToWorker(ws.address, tr.compute_message(self, ts, stimulus_id)))
 
     def unassign(self, ts: TaskState, ws: WorkerInfo) -> None:
-        del ws.processing[ts]
+        ws.remove_processing(ts)
         ws.occupancy -= ts.estimate
         self.n_processing -= 1
         if ts.reads_large:
             ts.reads_large = False
             ws.n_large_readers -= 1
-        if not ws.processing and not ws.n_incoming:
+        if not ws.n_processing and not ws.n_incoming:
             ws.occupancy = 0.0  # no float drift survives an empty queue
         ts.processing_on = None
         stealing = self.stealing
@@ -747,7 +747,7 @@ class SchedulerState:
                 "nthreads": ws.nthreads,
                 "memory_limit": ws.memory_limit,
                 "resources": dict(ws.resources),
-                "processing": len(ws.processing),
+                "processing": ws.n_processing,
                 "in_memory": len(ws.has_what),
                 "nbytes": ws.nbytes,
                 "executed": ws.executed,

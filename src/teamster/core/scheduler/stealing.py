@@ -22,7 +22,6 @@ Rules:
 
 from __future__ import annotations
 
-from itertools import islice
 from typing import TYPE_CHECKING, Final, NamedTuple
 
 from teamster.core.messages import StealRequest, StealResponse
@@ -89,7 +88,7 @@ class Stealing:
                 continue
             # When a task queued last on the victim would start there.
             wait = victim.occupancy / victim.nthreads
-            for ts in islice(reversed(victim.processing), SCAN):
+            for ts in victim.newest_assigned(SCAN):
                 if ts in pending or ts in refused:
                     continue
                 duration = ts.estimate
@@ -117,7 +116,7 @@ class Stealing:
         place them again (on whichever worker frees up first)."""
         spare = victim.spare_tasks()
         pending = self.pending
-        for ts in islice(reversed(victim.processing), SCAN):
+        for ts in victim.newest_assigned(SCAN):
             if spare <= 0:
                 return
             if ts in pending or ts in self.refused:
@@ -161,7 +160,7 @@ class Stealing:
             stop_fetching_inputs(ts, thief)
             thief.n_incoming -= 1
             thief.occupancy -= steal.duration
-            if not thief.n_incoming and not thief.processing:
+            if not thief.n_incoming and not thief.n_processing:
                 thief.occupancy = 0.0  # no float drift survives an empty worker
             self.state.update_idle(thief)
         self.state.update_idle(steal.victim)

@@ -34,7 +34,7 @@ def release_lost_tasks(s: SchedulerState, ws: WorkerInfo, reason: str,
     """``ws`` died: release its tasks to run elsewhere, failing those it was
     running for the last allowed time."""
     running, announced = ws.running, ws.announced or {}
-    for ts in list(ws.processing):
+    for ts in ws.processing_tasks():
         ts.lost_runs += 1
         if ts.key not in running and ts.key not in announced:
             s.transition(ts, "released", stimulus_id)

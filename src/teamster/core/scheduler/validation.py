@@ -59,8 +59,15 @@ def validate_task(s: SchedulerState, ts: TaskState) -> None:
         _fail(s, ts, "counted as a large-input reader while not processing")
     if ts.processing_on is not None:
         ws = ts.processing_on
-        if ts not in ws.processing or s.workers.get(ws.address) is not ws:
+        # (That its worker's walk reaches it, validate_state checks.)
+        linked_before = (ws.first_assigned is ts if ts.prev_here is None
+                         else ts.prev_here.next_here is ts)
+        linked_after = (ws.last_assigned is ts if ts.next_here is None
+                        else ts.next_here.prev_here is ts)
+        if not (linked_before and linked_after) or s.workers.get(ws.address) is not ws:
             _fail(s, ts, f"processing_on {ws.address} does not list it")
+    elif ts.prev_here is not None or ts.next_here is not None:
+        _fail(s, ts, "linked into a worker's tasks while not processing")
     if ts.state == "waiting":
         expected = sum(1 for d in ts.dependencies if d.state != "memory")
         if ts.n_waiting != expected:
@@ -98,6 +105,23 @@ def validate_task(s: SchedulerState, ts: TaskState) -> None:
         _fail(s, ts, "erred without an error")
 
 
+def _walk_processing(s: SchedulerState, ws: WorkerInfo) -> list[TaskState]:
+    """``ws``'s tasks from first to last assigned, checking the links both ways
+    and the count (a cycle stops the walk at the count)."""
+    tasks: list[TaskState] = []
+    prev = None
+    ts = ws.first_assigned
+    while ts is not None and len(tasks) <= ws.n_processing:
+        if ts.prev_here is not prev:
+            _fail(s, ts, f"its link back in {ws.address}'s tasks is broken")
+        tasks.append(ts)
+        prev, ts = ts, ts.next_here
+    if len(tasks) != ws.n_processing or ws.last_assigned is not prev:
+        _fail(s, None, f"worker {ws.address} counts {ws.n_processing} tasks; "
+                       f"{len(tasks)} are linked")
+    return tasks
+
+
 def validate_state(s: SchedulerState) -> None:
     for key, ts in s.tasks.items():
         if ts.key != key:
@@ -126,13 +150,14 @@ def validate_state(s: SchedulerState) -> None:
             _fail(s, None, f"worker {addr}: victims index disagrees with its queue")
         if ws.address != addr or s.workers_by_name.get(ws.name) is not ws:
             _fail(s, None, f"worker {addr} indexed inconsistently")
-        total = sum(ts.estimate for ts in ws.processing) + reserved.get(ws, 0.0)
+        processing = _walk_processing(s, ws)
+        total = sum(ts.estimate for ts in processing) + reserved.get(ws, 0.0)
         if abs(total - ws.occupancy) > 1e-6 * max(1.0, total):
             _fail(s, None, f"worker {addr} occupancy {ws.occupancy} != sum {total}")
-        for ts in ws.processing:
+        for ts in processing:
             if ts.processing_on is not ws:
                 _fail(s, ts, f"listed as processing on {addr}")
-        readers = sum(1 for ts in ws.processing if ts.reads_large)
+        readers = sum(1 for ts in processing if ts.reads_large)
         if readers != ws.n_large_readers:
             _fail(s, None, f"worker {addr} counts {ws.n_large_readers} large-input "
                            f"readers, processing has {readers}")
@@ -146,8 +171,12 @@ def validate_state(s: SchedulerState) -> None:
             _fail(s, None, f"worker {addr}: idle index disagrees with saturation")
         if ws.is_idle != (ws in s.idle) or not ws.connected:
             _fail(s, None, f"worker {addr}: is_idle/connected disagree with the indices")
-    if s.n_processing != sum(len(ws.processing) for ws in s.workers.values()):
-        _fail(s, None, "n_processing disagrees with the workers' processing")
+    n_processing = sum(1 for ts in s.tasks.values() if ts.state == "processing")
+    if not (s.n_processing == n_processing
+            == sum(ws.n_processing for ws in s.workers.values())):
+        _fail(s, None, f"n_processing is {s.n_processing}, {n_processing} tasks are "
+                       "processing, and the workers count "
+                       f"{sum(ws.n_processing for ws in s.workers.values())}")
     if s.total_threads != sum(ws.nthreads for ws in s.workers.values()):
         _fail(s, None, "total_threads disagrees with the workers")
     if len(s.workers_by_name) != len(s.workers):

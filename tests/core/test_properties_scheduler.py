@@ -114,7 +114,7 @@ class SchedulerWorld(TracedWorld):
                 continue
             doomed = {k for msg in sim.inbox if isinstance(msg, m.FreeKeys) for k in msg.keys
                       if msg.run_id == -1 or sim.memory.get(k) == msg.run_id}
-            ghosts = [ts.key for ts in ws.has_what() if ts.key in doomed]
+            ghosts = [ts.key for ts in ws.has_what if ts.key in doomed]
             if ghosts:
                 raise self.fail(f"{address}: the scheduler counts replicas of {ghosts} that a "
                                 "queued FreeKeys will delete", ghosts[0])
@@ -483,7 +483,7 @@ class SchedulerWorld(TracedWorld):
             ws = s.workers.get(address)
             if ws is None:
                 raise self.fail(f"sim worker {address} unknown to the scheduler")
-            believed = {ts.key for ts in ws.has_what()}
+            believed = {ts.key for ts in ws.has_what}
             held = set(sim.memory)
             if believed != held:
                 raise self.fail(

@@ -88,38 +88,6 @@ def test_intermediate_is_freed_only_when_its_last_dependent_finished() -> None:
     assert states(s, "x") == {"x": "released"}
 
 
-def test_released_results_leave_a_workers_holdings_and_the_stale_ones_are_pruned() -> None:
-    """A worker's ``held`` keeps released results until they outnumber the
-    live ones (removing each was a cold set slot per result at 1,000
-    workers); what it reports as holding is exact, and the set stays small."""
-    from teamster.core.scheduler.entities import HELD_SLACK
-
-    s = scheduler(register_worker(A))
-    n = 100
-    chain = [spec("x0")] + [spec(f"x{i}", f"x{i - 1}") for i in range(1, n)]
-    s.handle(graph("c", *chain, wanted=(f"x{n - 1}",), sid="g1"))
-    ws = s.workers[A]
-    for i in range(n):
-        s.handle(finished(s, A, f"x{i}", sid=f"f{i}"))
-        assert [ts.key for ts in ws.has_what()] == [f"x{i}"]
-        assert len(ws.held) <= 2 * ws.n_held + HELD_SLACK + 1
-    assert s.worker_info()[A]["in_memory"] == 1
-
-
-def test_a_released_result_computed_again_where_it_was_held_counts_once() -> None:
-    s = scheduler(register_worker(A))
-    s.handle(graph("c", spec("a"), spec("b", "a"), wanted=("b",), sid="g1"))
-    s.handle(finished(s, A, "a", sid="f-a"))
-    s.handle(finished(s, A, "b", sid="f-b"))
-    ws = s.workers[A]
-    assert states(s, "a") == {"a": "released"}  # (kept: b depends on it)
-    assert ws.n_stale == 1 and s.tasks["a"] in ws.held
-    s.handle(graph("c", spec("a"), wanted=("a",), sid="g2"))
-    s.handle(finished(s, A, "a", sid="again"))  # (validation checks the counts)
-    assert sorted(ts.key for ts in ws.has_what()) == ["a", "b"]
-    assert (ws.n_held, ws.n_stale, len(ws.held)) == (2, 0, 2)
-
-
 def test_wanted_intermediate_is_kept_after_its_dependents_finish() -> None:
     s = scheduler(register_worker(A))
     s.handle(graph("c", spec("x"), spec("y", "x"), sid="g1"))
@@ -360,7 +328,7 @@ def test_releasing_a_key_in_memory_frees_it_on_its_worker() -> None:
     s.handle(finished(s, A, "x", sid="f"))
     assert s.handle(m.ReleaseKeys("c", ("x",), "rel")) == [free(A, "rel", "x")]
     assert s.tasks == {}
-    assert s.workers[A].has_what() == [] and s.workers[A].nbytes == 0
+    assert s.workers[A].has_what == set() and s.workers[A].nbytes == 0
 
 
 def test_releasing_a_processing_key_frees_it_and_late_result_is_refused() -> None:
@@ -710,7 +678,7 @@ def test_validation_catches_a_replica_index_mismatch() -> None:
     s = scheduler(register_worker(A))
     s.handle(graph("c", spec("x"), sid="g1"))
     s.handle(finished(s, A, "x", sid="f"))
-    s.workers[A].held.remove(s.tasks["x"])
+    s.workers[A].has_what.remove(s.tasks["x"])
     with pytest.raises(InvariantError, match="who_has/has_what disagree"):
         s.validate()
 
@@ -761,7 +729,7 @@ def test_result_of_an_earlier_run_crossing_a_reassignment_is_ignored() -> None:
     # Neither accepted nor answered with a FreeKeys (that would cancel run 2).
     assert s.handle(finished(s, A, "x", run_id=1, sid="stale")) == []
     assert states(s, "x") == {"x": "processing"}
-    assert s.workers[A].has_what() == []
+    assert s.workers[A].has_what == set()
     assert s.handle(finished(s, A, "x", run_id=2, sid="f2")) == [in_memory("c", "x", (A,), "f2")]
 
 

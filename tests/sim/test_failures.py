@@ -38,7 +38,7 @@ def test_writing_into_the_shared_empty_who_has_is_caught(monkeypatch: pytest.Mon
     place would give every task that holder."""
     def add_replica(self: SchedulerState, ts: object, ws: object) -> None:
         ts.who_has[ws] = None  # type: ignore[attr-defined]
-        ws.add_held(ts)  # type: ignore[attr-defined]
+        ws.has_what.add(ts)  # type: ignore[attr-defined]
 
     monkeypatch.setattr(SchedulerState, "add_replica", add_replica)
     sim = Simulation(build_workload("random-dag", workers=3, tasks=50, seed=42))

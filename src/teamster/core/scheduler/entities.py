@@ -201,9 +201,7 @@ class WorkerInfo:
         "is_idle",
         "load_bucket",
         "n_large_readers",
-        "held",
-        "n_held",
-        "n_stale",
+        "has_what",
         "nbytes",
         "executed",
         "busy_time",
@@ -260,23 +258,14 @@ class WorkerInfo:
         #: ``reads_large``): prefetching them hides a transfer, not just a
         #: round trip (``Placement.is_saturated``).
         self.n_large_readers = 0
-        #: Results held here, and some it held once: every task whose
-        #: ``who_has`` names it is in here, but a released result is not
-        #: taken out (``has_what`` filters). Taking it out was the set's
-        #: object and a slot of its table, cold at 1,000 workers, for every
-        #: result freed; instead ``drop_held`` counts it as stale and
-        #: rebuilds the set once the stale entries outnumber the live ones,
-        #: so it stays within twice its true size plus ``HELD_SLACK``. A
-        #: set, not an ordered dict: at 1,000 workers a dict's index, entry
-        #: array and resizes were 6 cache misses per task (a set probes one
-        #: table). Its order is by address, so whatever goes through it in
-        #: order sorts it first (``holding_order``).
-        self.held: set[TaskState] = set()
-        #: How many results are held here (the live part of ``held``) and
-        #: how many entries of ``held`` are stale.
-        self.n_held = 0
-        self.n_stale = 0
-        #: Sum of nbytes over the results held here.
+        #: Results held here; mirrored by ``TaskState.who_has``. A set, not
+        #: an ordered dict: added to and removed from for every result, and
+        #: at 1,000 workers a dict's index, entry array and resizes were 6
+        #: cache misses per task (a set probes one table). Its order is by
+        #: address, so whatever goes through it in order sorts it first
+        #: (``holding_order``).
+        self.has_what: set[TaskState] = set()
+        #: Sum of nbytes over ``has_what``.
         self.nbytes = 0
         #: Tasks completed here and their summed measured durations (for reports).
         self.executed = 0
@@ -341,33 +330,6 @@ class WorkerInfo:
             ts = ts.prev_here
         return tasks
 
-    def has_what(self) -> list[TaskState]:
-        """The results held here (mirrored by their ``who_has``), in no set order."""
-        return [ts for ts in self.held if self in ts.who_has]
-
-    def add_held(self, ts: TaskState) -> None:
-        """``ts``'s result is held here (the caller put it in its ``who_has``)."""
-        held = self.held
-        before = len(held)
-        held.add(ts)
-        if len(held) == before:
-            self.n_stale -= 1  # a stale entry is live again
-        self.n_held += 1
-
-    def drop_held(self, ts: TaskState) -> None:
-        """``ts``'s result here was released (its ``who_has`` may still name
-        this worker: it is being emptied).
-
-        Its entry in ``held`` stays, stale, until the stale ones outnumber
-        the live ones by ``HELD_SLACK``; then the set is rebuilt. Amortised
-        O(1) per release: a rebuild of n entries follows about n/2 releases.
-        """
-        self.n_held -= 1
-        self.n_stale += 1
-        if self.n_stale > self.n_held + HELD_SLACK:
-            self.held = {t for t in self.held if t is not ts and self in t.who_has}
-            self.n_stale = 0
-
     def spare_tasks(self) -> int:
         """Tasks queued here beyond one per thread and not already being
         stolen: what stealing may take. Positive iff it is a steal victim."""
@@ -375,10 +337,6 @@ class WorkerInfo:
 
     def __repr__(self) -> str:
         return f"<Worker {self.address} processing={self.n_processing}>"
-
-
-#: Stale entries ``WorkerInfo.held`` may keep beyond its live ones.
-HELD_SLACK: Final = 8
 
 
 def holding_order(ts: TaskState) -> tuple[int, str]:

@@ -178,8 +178,7 @@ class Retirement:
             self._refuse(r, f"{ws.address} left before its retirement finished "
                             "(its unique data, if any, is recomputed)", stimulus_id)
             return
-        unique = sorted([ts for ts in ws.has_what() if len(ts.who_has) == 1],
-                        key=holding_order)
+        unique = sorted([ts for ts in ws.has_what if len(ts.who_has) == 1], key=holding_order)
         if not unique and not ws.n_processing:
             self._complete(r, stimulus_id)
             return
@@ -193,7 +192,7 @@ class Retirement:
                 moves[ts] = recipient
             else:
                 to_choose.append(ts)
-        r.tried = {ts: tried for ts, tried in r.tried.items() if ws in ts.who_has}
+        r.tried = {ts: tried for ts, tried in r.tried.items() if ts in ws.has_what}
         candidates = self._candidates() if to_choose or ws.n_processing else []
         if not candidates and (to_choose or ws.n_processing):
             if unique:

@@ -387,7 +387,7 @@ class SchedulerState:
             who_has[ws] = None
         else:
             return
-        ws.add_held(ts)
+        ws.has_what.add(ts)
         if ts.nbytes > 0:
             ws.nbytes += ts.nbytes
         if ts.fetching:
@@ -395,7 +395,7 @@ class SchedulerState:
 
     def remove_replica(self, ts: TaskState, ws: WorkerInfo) -> None:
         del ts.who_has[ws]
-        ws.drop_held(ts)
+        ws.has_what.remove(ts)
         if ts.nbytes > 0:
             ws.nbytes -= ts.nbytes
 
@@ -567,7 +567,7 @@ class SchedulerState:
         self._leaving_victims.pop(ws, None)
         self._freed.pop(ws, None)
         suspicion.release_lost_tasks(self, ws, reason, stimulus_id)
-        for ts in sorted(ws.has_what(), key=holding_order):
+        for ts in sorted(ws.has_what, key=holding_order):
             self.remove_replica(ts, ws)
             if not ts.who_has and ts.state == "memory":
                 self.transition(ts, "released", stimulus_id)
@@ -748,7 +748,7 @@ class SchedulerState:
                 "memory_limit": ws.memory_limit,
                 "resources": dict(ws.resources),
                 "processing": ws.n_processing,
-                "in_memory": ws.n_held,
+                "in_memory": len(ws.has_what),
                 "nbytes": ws.nbytes,
                 "executed": ws.executed,
                 "busy_time": ws.busy_time,

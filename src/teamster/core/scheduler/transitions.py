@@ -203,7 +203,7 @@ def memory_released(s: SchedulerState, ts: TaskState, stimulus_id: str) -> None:
     nbytes = ts.nbytes if ts.nbytes > 0 else 0
     # (remove_replica inlined: every result is freed on every holder.)
     for ws in ts.who_has:
-        ws.drop_held(ts)
+        ws.has_what.remove(ts)
         ws.nbytes -= nbytes
         out.append(SendToWorker(ws.address, msg))
     # Emptied, not replaced: a new dict here and the old one's deallocation

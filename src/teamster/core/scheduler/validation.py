@@ -9,13 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from teamster.core.scheduler.entities import (
-    HELD_SLACK,
-    NO_HOLDERS,
-    TASK_STATES,
-    TaskState,
-    WorkerInfo,
-)
+from teamster.core.scheduler.entities import NO_HOLDERS, TASK_STATES, TaskState, WorkerInfo
 from teamster.core.scheduler.placement import LARGE_TRANSFER
 from teamster.core.story import InvariantError
 
@@ -55,7 +49,7 @@ def validate_task(s: SchedulerState, ts: TaskState) -> None:
         if ts not in cs.wants_what or s.clients.get(cs.client_id) is not cs:
             _fail(s, ts, f"who_wants/wants_what disagree for {cs.client_id}")
     for ws in ts.who_has:
-        if ts not in ws.held or s.workers.get(ws.address) is not ws:
+        if ts not in ws.has_what or s.workers.get(ws.address) is not ws:
             _fail(s, ts, f"who_has/has_what disagree for {ws.address}")
     if (ts.state == "memory") != bool(ts.who_has):
         _fail(s, ts, "in memory iff who_has is non-empty")
@@ -167,13 +161,10 @@ def validate_state(s: SchedulerState) -> None:
         if readers != ws.n_large_readers:
             _fail(s, None, f"worker {addr} counts {ws.n_large_readers} large-input "
                            f"readers, processing has {readers}")
-        held = ws.has_what()
-        if len(held) != ws.n_held:
-            _fail(s, None, f"worker {addr} counts {ws.n_held} results, holds {len(held)}")
-        if len(ws.held) != ws.n_held + ws.n_stale or ws.n_stale > ws.n_held + HELD_SLACK:
-            _fail(s, None, f"worker {addr} keeps {len(ws.held)} results for {ws.n_held} "
-                           f"({ws.n_stale} counted stale)")
-        nbytes = sum(max(ts.nbytes, 0) for ts in held)
+        for ts in ws.has_what:
+            if ws not in ts.who_has:
+                _fail(s, ts, f"listed in has_what of {addr}")
+        nbytes = sum(max(ts.nbytes, 0) for ts in ws.has_what)
         if nbytes != ws.nbytes:
             _fail(s, None, f"worker {addr} nbytes {ws.nbytes} != sum {nbytes}")
         if (ws in s.idle) == s.placement.is_saturated(ws):

@@ -61,8 +61,10 @@ from typing import Any
 import compiled_core  # benchmarks/, next to this script
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-#: The simulated last level: L2 per core on the dev machine (lscpu), 64-byte lines.
-LL = "--LL=1048576,16,64"
+#: The simulated last level, MiB: by default L2 per core on the dev machine
+#: (lscpu), 16-way, 64-byte lines. ``--last-level 32`` simulates its shared
+#: L3 instead: then a miss is one that goes to memory, not to the L3.
+LAST_LEVEL_MIB = 1
 #: callgrind_annotate's columns: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw.
 IR, DLMR, DLMW = 0, 7, 8
 #: One count column: "1,234 ( 5.6%)", a bare "0", or "." (none).
@@ -134,8 +136,10 @@ def record(workload: str, workers: int, tasks: int, seed: int, out: Path,
                     str(out)], check=True, cwd=REPO_ROOT, env=env)
 
 
-def callgrind(script: str, args: list[str], out: Path, env: dict[str, str] | None) -> None:
-    cmd = ["valgrind", "--tool=callgrind", "--cache-sim=yes", LL, "--toggle-collect=map_next",
+def callgrind(script: str, args: list[str], out: Path, env: dict[str, str] | None,
+              last_level_mib: int = LAST_LEVEL_MIB) -> None:
+    ll = f"--LL={last_level_mib * 1024 * 1024},16,64"
+    cmd = ["valgrind", "--tool=callgrind", "--cache-sim=yes", ll, "--toggle-collect=map_next",
            f"--callgrind-out-file={out}", sys.executable, "-c", script, *args]
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -182,7 +186,8 @@ def summary(profile: Path) -> list[int]:
 
 
 def measure(workload: str, sizes: list[int], tasks: int, seed: int, work: Path,
-            env: dict[str, str] | None, in_sim: bool = False) -> list[dict[str, Any]]:
+            env: dict[str, str] | None, in_sim: bool = False,
+            last_level_mib: int = LAST_LEVEL_MIB) -> list[dict[str, Any]]:
     """Record every size, then replay them under callgrind, two at a time (2 cores);
     or, ``in_sim``, count each size's simulation as it runs."""
     events = {n: work / f"events-{n}.pkl" for n in sizes}
@@ -190,11 +195,12 @@ def measure(workload: str, sizes: list[int], tasks: int, seed: int, work: Path,
     with ThreadPoolExecutor(2) as pool:
         if in_sim:
             list(pool.map(lambda n: callgrind(
-                IN_SIM, [workload, str(n), str(tasks), str(seed)], profiles[n], env), sizes))
+                IN_SIM, [workload, str(n), str(tasks), str(seed)], profiles[n], env,
+                last_level_mib), sizes))
         else:
             list(pool.map(lambda n: record(workload, n, tasks, seed, events[n], env), sizes))
-            list(pool.map(lambda n: callgrind(REPLAY, [str(events[n])], profiles[n], env),
-                          sizes))
+            list(pool.map(lambda n: callgrind(REPLAY, [str(events[n])], profiles[n], env,
+                                              last_level_mib), sizes))
     results = []
     for n in sizes:
         t = summary(profiles[n])
@@ -207,11 +213,11 @@ def measure(workload: str, sizes: list[int], tasks: int, seed: int, work: Path,
 
 
 def print_table(results: list[dict[str, Any]], workload: str, seed: int,
-                in_sim: bool = False) -> None:
+                in_sim: bool = False, last_level_mib: int = LAST_LEVEL_MIB) -> None:
     base = results[0]
     how = "counted in the running simulation" if in_sim else "replayed alone under callgrind"
     print(f"\n## Scheduler work per task, {how}: {workload}, "
-          f"{base['tasks']:,} tasks, seed {seed}\n")
+          f"{base['tasks']:,} tasks, seed {seed}, last level {last_level_mib} MiB\n")
     print("| workers | instructions | vs smallest | LL misses (read + write) | vs smallest |")
     print("|---:|---:|---:|---:|---:|")
     base_miss = base["ll_read"] + base["ll_write"]
@@ -256,8 +262,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="count the scheduler inside the running simulation instead of "
                         "replaying its events alone (the simulated workers then evict "
                         "its data between events, as in sim_scale's in-sim column)")
+    p.add_argument("--last-level", type=int, default=LAST_LEVEL_MIB, metavar="MIB",
+                   help="the simulated last-level cache (1: this machine's L2 per core; "
+                        "32: its shared L3, so that misses are those to memory)")
     compiled_core.add_option(p)
     args = p.parse_args(argv)
+    if args.last_level < 1 or args.last_level & (args.last_level - 1):
+        p.error(f"--last-level must be a power of two of MiB, not {args.last_level}")
     for tool in ("valgrind", "callgrind_annotate"):
         if shutil.which(tool) is None:
             raise SystemExit(f"sim_counts.py needs {tool}: apt-get install valgrind")
@@ -267,8 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="teamster-counts-") as tmp:
         work = args.keep or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        results = measure(args.workload, sizes, args.tasks, args.seed, work, env, args.in_sim)
-        print_table(results, args.workload, args.seed, args.in_sim)
+        results = measure(args.workload, sizes, args.tasks, args.seed, work, env, args.in_sim,
+                          args.last_level)
+        print_table(results, args.workload, args.seed, args.in_sim, args.last_level)
         if args.functions:
             print_functions(results[0], results[-1], args.functions)
     return 0

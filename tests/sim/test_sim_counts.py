@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import sim_counts  # noqa: E402
 
@@ -64,3 +66,10 @@ def test_the_in_sim_script_runs_the_simulation_through_its_counted_handle() -> N
     handled, events, executed = map(int, m.groups())
     assert handled == events > 300
     assert executed >= 300
+
+
+def test_a_last_level_that_is_not_a_power_of_two_is_refused(capsys: pytest.CaptureFixture[str]
+                                                           ) -> None:
+    with pytest.raises(SystemExit):
+        sim_counts.main(["--last-level", "3"])
+    assert "--last-level must be a power of two of MiB, not 3" in capsys.readouterr().err

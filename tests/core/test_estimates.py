@@ -76,6 +76,22 @@ def test_learned_bandwidth_moves_a_task_to_an_idle_worker() -> None:
     assert setup(0.02) == [A, B]
 
 
+def test_a_recomputed_result_counts_its_last_run_in_the_critical_path() -> None:
+    """A result lost with its worker and run again counts the run that
+    produced the copy its dependent read, not both runs."""
+    s = scheduler(register_worker(A, now=0.0), register_worker(B, now=0.0))
+    s.handle(graph("c", spec("a"), spec("b", "a"), now=10.0, sid="g"))
+    first = s.tasks["a"].processing_on.address
+    other = B if first == A else A
+    s.handle(finished(s, first, "a", duration=1.0, stop=11.0))
+    assert s.tasks["b"].processing_on.address == first
+    s.handle(m.RemoveWorker(first, "lost", 11.5, "rm"))  # a's only copy, b's runner
+    assert s.tasks["a"].processing_on.address == other
+    s.handle(finished(s, other, "a", duration=2.0, stop=13.5))
+    s.handle(finished(s, other, "b", duration=0.5, stop=14.0))
+    assert s.report.as_dict(s)["critical_path"] == pytest.approx(2.5)  # a (again), then b
+
+
 def test_balance_report_of_a_computation() -> None:
     s = scheduler(register_worker(A, now=0.0), register_worker(B, now=0.0))
     s.handle(graph("c", spec("a-0", priority=(0, 0)), spec("a-1", priority=(0, 1)),

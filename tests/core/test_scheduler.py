@@ -697,6 +697,17 @@ def test_validation_catches_queued_work_next_to_an_idle_worker() -> None:
         s.validate()
 
 
+def test_validation_catches_a_result_whose_key_is_not_its_runs() -> None:
+    """TaskFinished finds its task by run id; the key must be that run's."""
+    from teamster.core.story import InvariantError
+
+    s = scheduler(register_worker(A))
+    s.handle(graph("c", spec("x"), spec("y"), sid="g1"))
+    wrong = m.TaskFinished(A, "y", 8, "int", 1.0, 1.0, current_run(s, "x"), (), "f")
+    with pytest.raises(InvariantError, match="reported run 1 as 'y'; that run is 'x'"):
+        s.handle(wrong)
+
+
 def test_validation_catches_occupancy_drift() -> None:
     from teamster.core.story import InvariantError
 

@@ -44,7 +44,7 @@ from teamster.core.scheduler.report import BalanceReport
 from teamster.core.scheduler.retire import Retirement
 from teamster.core.scheduler.stealing import Stealing
 from teamster.core.scheduler.validation import validate_state, validate_task
-from teamster.core.story import InvalidTransition, StoryEntry, TransitionLog
+from teamster.core.story import InvalidTransition, InvariantError, StoryEntry, TransitionLog
 
 #: A task running this long, and over twice its estimate, blocks its thread:
 #: once every thread of a worker is blocked, its queued tasks are taken back.
@@ -638,14 +638,20 @@ class SchedulerState:
         suspicion.tasks_started(self, ev)
 
     def _task_finished(self, ev: m.TaskFinished) -> None:
-        ts = self.tasks.get(ev.key)
-        # The worker it was assigned to (always connected) is the usual sender:
-        # found without a probe of ``workers``, a cold one at 1,000 workers.
-        ws = None if ts is None else ts.processing_on
-        if ws is None or ws.address != ev.worker:
-            ws = self.workers.get(ev.worker)
-            if ws is None:
-                return  # a late message from a worker already removed
+        ws = self.workers.get(ev.worker)
+        if ws is None:
+            return  # a late message from a worker already removed
+        # Usually the oldest task assigned to its worker: found by its run id
+        # (unique per assignment) without probing ``tasks``, whose index,
+        # entry and key were three cold cache lines at 1,000 workers (the
+        # workers' index is a thousand entries, mostly cached). The key the
+        # worker echoes with the run id is the task's: validation checks.
+        ts = ws.first_assigned
+        if ts is None or ts.run_id != ev.run_id:
+            ts = self.tasks.get(ev.key)
+        elif self.validate_enabled and ts.key != ev.key:
+            raise InvariantError(f"{ev.worker} reported run {ev.run_id} as {ev.key!r}; "
+                                 f"that run is {ts.key!r}")
         for keys, nbytes in ev.transfers:  # (they landed before it finished)
             self.report.transfer(nbytes)
             self._add_replicas(ws, keys, ev.stimulus_id)

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/sim_counts.py [--workload million] [--tasks 20000]
         [--workers 10,1000] [--seed 0] [--compiled] [--functions 25] [--keep DIR]
-        [--in-sim]
+        [--in-sim] [--last-level 512K,8]
 
 ``sim_scale.py`` times the scheduler on the process clock, and on a shared
 machine the clock moves: the same code, replayed alone, grew 1.19x from 10
@@ -12,8 +12,8 @@ to 1,000 workers one day and 1.42-1.57x the next (benchmarks/README.md, stop
 1. runs the workload on the simulator (``teamster.sim``, validation off) and
    records every event the scheduler's core handled, in order;
 2. replays those events into a fresh ``SchedulerState`` under Valgrind's
-   callgrind with its cache simulator (an L2-sized last level, 1 MiB,
-   16-way: the per-core cache of the EPYC dev machine), counting only
+   callgrind with its cache simulator (an L2-sized last level, 512 KiB,
+   8-way: the per-core cache of the dev machine's EPYC), counting only
    inside ``SchedulerState.handle``, and checks the replay emits as many
    instructions as the run did (the core is deterministic, so it re-makes
    every decision).
@@ -61,10 +61,39 @@ from typing import Any
 import compiled_core  # benchmarks/, next to this script
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-#: The simulated last level, MiB: by default L2 per core on the dev machine
-#: (lscpu), 16-way, 64-byte lines. ``--last-level 32`` simulates its shared
-#: L3 instead: then a miss is one that goes to memory, not to the L3.
-LAST_LEVEL_MIB = 1
+#: The simulated last level: by default the L2 per core of the dev machine
+#: (an EPYC of family 25, Zen 3: /sys/devices/system/cpu/cpu0/cache/index2
+#: says 512K, 8-way; lscpu's "1 MiB (2 instances)" is the sum over cores).
+#: ``--last-level 32M,16`` simulates its L3 instead: then a miss is one that
+#: goes to memory, not to the L3. Lines are 64 bytes on both.
+LAST_LEVEL = "512K,8"
+LINE_BYTES = 64
+
+
+def cache_spec(text: str) -> tuple[int, int]:
+    """``SIZE[,WAYS]`` (``512K,8``, ``32M``; 16 ways unless given) as (bytes, ways).
+
+    Callgrind needs a whole power of two of sets, so a size that gives
+    anything else is refused here, with the reason, rather than by valgrind.
+    """
+    m = re.fullmatch(r"(\d+)([KM])(?:,(\d+))?", text.strip(), re.IGNORECASE)
+    if m is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not SIZE[,WAYS] with SIZE in K or M, e.g. 512K,8 or 32M,16")
+    size = int(m[1]) * (1024 if m[2].upper() == "K" else 1024 * 1024)
+    ways = int(m[3] or 16)
+    sets, rest = divmod(size, ways * LINE_BYTES) if ways else (0, 1)
+    if rest or sets < 1 or sets & (sets - 1):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: size / (ways * {LINE_BYTES} bytes) must be a power of two of "
+            f"sets, as callgrind's cache simulator requires")
+    return size, ways
+
+
+def describe(cache: tuple[int, int]) -> str:
+    size, ways = cache
+    return (f"{size // (1024 * 1024)} MiB" if size >= 1024 * 1024 else
+            f"{size // 1024} KiB") + f", {ways}-way"
 #: callgrind_annotate's columns: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw.
 IR, DLMR, DLMW = 0, 7, 8
 #: One count column: "1,234 ( 5.6%)", a bare "0", or "." (none).
@@ -137,8 +166,8 @@ def record(workload: str, workers: int, tasks: int, seed: int, out: Path,
 
 
 def callgrind(script: str, args: list[str], out: Path, env: dict[str, str] | None,
-              last_level_mib: int = LAST_LEVEL_MIB) -> None:
-    ll = f"--LL={last_level_mib * 1024 * 1024},16,64"
+              last_level: tuple[int, int] = cache_spec(LAST_LEVEL)) -> None:
+    ll = f"--LL={last_level[0]},{last_level[1]},{LINE_BYTES}"
     cmd = ["valgrind", "--tool=callgrind", "--cache-sim=yes", ll, "--toggle-collect=map_next",
            f"--callgrind-out-file={out}", sys.executable, "-c", script, *args]
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
@@ -187,7 +216,7 @@ def summary(profile: Path) -> list[int]:
 
 def measure(workload: str, sizes: list[int], tasks: int, seed: int, work: Path,
             env: dict[str, str] | None, in_sim: bool = False,
-            last_level_mib: int = LAST_LEVEL_MIB) -> list[dict[str, Any]]:
+            last_level: tuple[int, int] = cache_spec(LAST_LEVEL)) -> list[dict[str, Any]]:
     """Record every size, then replay them under callgrind, two at a time (2 cores);
     or, ``in_sim``, count each size's simulation as it runs."""
     events = {n: work / f"events-{n}.pkl" for n in sizes}
@@ -196,11 +225,11 @@ def measure(workload: str, sizes: list[int], tasks: int, seed: int, work: Path,
         if in_sim:
             list(pool.map(lambda n: callgrind(
                 IN_SIM, [workload, str(n), str(tasks), str(seed)], profiles[n], env,
-                last_level_mib), sizes))
+                last_level), sizes))
         else:
             list(pool.map(lambda n: record(workload, n, tasks, seed, events[n], env), sizes))
             list(pool.map(lambda n: callgrind(REPLAY, [str(events[n])], profiles[n], env,
-                                              last_level_mib), sizes))
+                                              last_level), sizes))
     results = []
     for n in sizes:
         t = summary(profiles[n])
@@ -213,11 +242,12 @@ def measure(workload: str, sizes: list[int], tasks: int, seed: int, work: Path,
 
 
 def print_table(results: list[dict[str, Any]], workload: str, seed: int,
-                in_sim: bool = False, last_level_mib: int = LAST_LEVEL_MIB) -> None:
+                in_sim: bool = False,
+                last_level: tuple[int, int] = cache_spec(LAST_LEVEL)) -> None:
     base = results[0]
     how = "counted in the running simulation" if in_sim else "replayed alone under callgrind"
     print(f"\n## Scheduler work per task, {how}: {workload}, "
-          f"{base['tasks']:,} tasks, seed {seed}, last level {last_level_mib} MiB\n")
+          f"{base['tasks']:,} tasks, seed {seed}, last level {describe(last_level)}\n")
     print("| workers | instructions | vs smallest | LL misses (read + write) | vs smallest |")
     print("|---:|---:|---:|---:|---:|")
     base_miss = base["ll_read"] + base["ll_write"]
@@ -262,13 +292,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="count the scheduler inside the running simulation instead of "
                         "replaying its events alone (the simulated workers then evict "
                         "its data between events, as in sim_scale's in-sim column)")
-    p.add_argument("--last-level", type=int, default=LAST_LEVEL_MIB, metavar="MIB",
-                   help="the simulated last-level cache (1: this machine's L2 per core; "
-                        "32: its shared L3, so that misses are those to memory)")
+    p.add_argument("--last-level", type=cache_spec, default=cache_spec(LAST_LEVEL),
+                   metavar="SIZE[,WAYS]",
+                   help=f"the simulated last-level cache ({LAST_LEVEL}: this machine's L2 "
+                        "per core; 32M,16: its shared L3, so that misses are those to memory)")
     compiled_core.add_option(p)
     args = p.parse_args(argv)
-    if args.last_level < 1 or args.last_level & (args.last_level - 1):
-        p.error(f"--last-level must be a power of two of MiB, not {args.last_level}")
     for tool in ("valgrind", "callgrind_annotate"):
         if shutil.which(tool) is None:
             raise SystemExit(f"sim_counts.py needs {tool}: apt-get install valgrind")

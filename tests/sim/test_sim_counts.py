@@ -68,8 +68,18 @@ def test_the_in_sim_script_runs_the_simulation_through_its_counted_handle() -> N
     assert executed >= 300
 
 
-def test_a_last_level_that_is_not_a_power_of_two_is_refused(capsys: pytest.CaptureFixture[str]
-                                                           ) -> None:
+def test_a_last_level_that_callgrind_cannot_simulate_is_refused(
+        capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
-        sim_counts.main(["--last-level", "3"])
-    assert "--last-level must be a power of two of MiB, not 3" in capsys.readouterr().err
+        sim_counts.main(["--last-level", "3M,16"])
+    err = capsys.readouterr().err
+    assert "'3M,16': size / (ways * 64 bytes) must be a power of two of sets" in err
+    with pytest.raises(SystemExit):
+        sim_counts.main(["--last-level", "1G"])
+    assert "is not SIZE[,WAYS] with SIZE in K or M" in capsys.readouterr().err
+
+
+def test_last_level_sizes_read_as_the_caches_they_name() -> None:
+    assert sim_counts.cache_spec(sim_counts.LAST_LEVEL) == (512 * 1024, 8)
+    assert sim_counts.cache_spec("32M") == (32 * 1024 * 1024, 16)
+    assert sim_counts.describe(sim_counts.cache_spec("32m,16")) == "32 MiB, 16-way"

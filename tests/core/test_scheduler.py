@@ -691,8 +691,7 @@ def test_validation_catches_queued_work_next_to_an_idle_worker() -> None:
     assert states(s, "y") == {"y": "queued"}
     # Give A room without telling the scheduler to refill it.
     s.placement.backlog_target = 10.0
-    s.idle[s.workers[A]] = None
-    s.workers[A].is_idle = True
+    s.idle.add(s.workers[A])
     with pytest.raises(InvariantError, match="queued while workers are idle"):
         s.validate()
 

@@ -7,6 +7,7 @@ hash randomisation.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, Final
 
 from teamster.core.messages import Key, Priority, Serialized
@@ -199,6 +200,8 @@ class WorkerInfo:
         "status",
         "connected",
         "is_idle",
+        "idle_prev",
+        "idle_next",
         "load_bucket",
         "n_large_readers",
         "has_what",
@@ -249,8 +252,10 @@ class WorkerInfo:
         # misses twice per task (the worker's record is in hand anyway).
         #: In ``SchedulerState.workers`` (False once removed).
         self.connected = True
-        #: In ``SchedulerState.idle``.
+        #: In ``SchedulerState.idle``, between these two (see ``IdleRing``).
         self.is_idle = False
+        self.idle_prev: WorkerInfo | None = None
+        self.idle_next: WorkerInfo | None = None
         #: Its bucket in the victims ``LoadIndex``; -1 (``load_index.NOT_INDEXED``)
         #: while not a victim.
         self.load_bucket = -1
@@ -337,6 +342,89 @@ class WorkerInfo:
 
     def __repr__(self) -> str:
         return f"<Worker {self.address} processing={self.n_processing}>"
+
+
+class IdleRing:
+    """Workers with room for more tasks, in rotation order: a ring threaded
+    through the workers (``WorkerInfo.idle_prev``, ``idle_next``).
+
+    Placement takes its least-loaded candidates from the front and moves
+    them to the back (``rotate``), so new work goes round the idle workers
+    in turn. As a ring, that move is one step of ``front``: the OrderedDict
+    it replaces did a lookup and a relink per candidate, and allocated and
+    freed a node each time a worker came and went (about 2,000
+    instructions per task, 4% of the compiled scheduler's, on ``million``).
+    Adding and removing touch only the neighbours; ``is_idle`` says whether
+    a worker is in.
+    """
+
+    __slots__ = ("front", "n")
+
+    def __init__(self) -> None:
+        self.front: WorkerInfo | None = None
+        self.n = 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __contains__(self, ws: WorkerInfo) -> bool:
+        return ws.is_idle
+
+    def __iter__(self) -> Iterator[WorkerInfo]:
+        return iter(self.workers())
+
+    def add(self, ws: WorkerInfo) -> None:
+        """Put ``ws`` (not in the ring) at the back."""
+        front = self.front
+        if front is None:
+            ws.idle_prev = ws.idle_next = ws
+            self.front = ws
+        else:
+            back = front.idle_prev
+            assert back is not None
+            ws.idle_prev = back
+            ws.idle_next = front
+            back.idle_next = front.idle_prev = ws
+        ws.is_idle = True
+        self.n += 1
+
+    def remove(self, ws: WorkerInfo) -> None:
+        """Take ``ws`` (in the ring) out."""
+        prev, nxt = ws.idle_prev, ws.idle_next
+        assert prev is not None and nxt is not None
+        if nxt is ws:
+            self.front = None
+        else:
+            prev.idle_next = nxt
+            nxt.idle_prev = prev
+            if self.front is ws:
+                self.front = nxt
+        ws.idle_prev = ws.idle_next = None
+        ws.is_idle = False
+        self.n -= 1
+
+    def rotate(self, k: int) -> list[WorkerInfo]:
+        """Up to ``k`` workers from the front, moved to the back."""
+        taken: list[WorkerInfo] = []
+        ws = self.front
+        for _ in range(min(k, self.n)):
+            assert ws is not None
+            taken.append(ws)
+            ws = ws.idle_next
+        self.front = ws
+        return taken
+
+    def workers(self) -> list[WorkerInfo]:
+        """Every worker in the ring, from the front (``n`` steps, so that a
+        broken ring cannot loop: validation checks the links)."""
+        out: list[WorkerInfo] = []
+        ws = self.front
+        for _ in range(self.n):
+            if ws is None:
+                break
+            out.append(ws)
+            ws = ws.idle_next
+        return out
 
 
 def holding_order(ts: TaskState) -> tuple[int, str]:

@@ -253,8 +253,7 @@ class Placement:
             if not candidates:
                 return None
             return min(candidates, key=lambda ws: self.score(ts, ws))
-        idle = state.idle
-        if not idle:
+        if not state.idle.n:
             return None
         if ts.worker_restrictions:
             # A loose restriction (allow_other_workers): the named workers win
@@ -290,7 +289,7 @@ class Placement:
                             found += 1
                             if found == BUSY_HOLDERS:
                                 break
-        for ws in state.rotate_idle(IDLE_CANDIDATES):
+        for ws in state.idle.rotate(IDLE_CANDIDATES):
             cand[ws] = None
         filling = self.filling
         if filling is not None and filling.is_idle:

@@ -253,7 +253,7 @@ class Retirement:
         s = self.state
         out: dict[WorkerInfo, None] = {}
         if not exclude:
-            for ws in s.rotate_idle(CANDIDATES):
+            for ws in s.idle.rotate(CANDIDATES):
                 out[ws] = None
         if len(out) < CANDIDATES:
             for ws in s.workers.values():

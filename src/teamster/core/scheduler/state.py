@@ -10,7 +10,6 @@ Nothing here performs I/O or reads a clock: time arrives in events.
 from __future__ import annotations
 
 import heapq
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -21,6 +20,7 @@ from teamster.core.scheduler import transitions as tr
 from teamster.core.scheduler.entities import (
     NO_HOLDERS,
     ClientInfo,
+    IdleRing,
     TaskPrefix,
     TaskState,
     WorkerInfo,
@@ -73,12 +73,7 @@ class SchedulerState:
         #: binding every idle worker's queue is under one round trip, so
         #: taking them in turn spreads work as well as ordering them by load
         #: would, at a fraction of the cost (load_index.py orders the victims).
-        #: An OrderedDict, not a dict: rotating a dict (delete the first key,
-        #: insert it last) leaves a deleted slot at the front each time, and
-        #: ``next(iter(d))`` walks them all until the next resize. At 1,000
-        #: workers that walk was 4,000 instructions per call, 7% of the
-        #: compiled scheduler's work on ``balance-random-dag``.
-        self.idle: OrderedDict[WorkerInfo, None] = OrderedDict()
+        self.idle = IdleRing()
         #: Workers with tasks queued beyond their threads, by load (steal victims).
         self.victims = LoadIndex()
         #: Workers that stopped being victims during this event, still filed
@@ -299,11 +294,9 @@ class SchedulerState:
             return
         if self._is_saturated(ws):
             if ws.is_idle:
-                del self.idle[ws]
-                ws.is_idle = False
+                self.idle.remove(ws)
         elif not ws.is_idle:
-            self.idle[ws] = None
-            ws.is_idle = True
+            self.idle.add(ws)
         if ws.spare_tasks() > 0:
             self.victims.set(ws, ws.occupancy / ws.nthreads)
         elif ws.load_bucket != NOT_INDEXED:
@@ -330,19 +323,6 @@ class SchedulerState:
 
     def log_entry(self, key: m.Key, start: str, finish: str, stimulus_id: str) -> None:
         self._log_entry((key, start, finish, stimulus_id))
-
-    def rotate_idle(self, k: int) -> list[WorkerInfo]:
-        """Up to k idle workers from the front, moved to the back: spreads new work.
-
-        (A list, not a generator: placement calls this for every task.)
-        """
-        idle = self.idle
-        taken = []
-        for _ in range(min(k, len(idle))):
-            ws = next(iter(idle))
-            idle.move_to_end(ws)
-            taken.append(ws)
-        return taken
 
     def assign(self, ts: TaskState, ws: WorkerInfo, stimulus_id: str) -> None:
         duration = ts.prefix.duration_average  # (placement.estimate_duration, inlined)
@@ -561,8 +541,7 @@ class SchedulerState:
         self.total_threads -= ws.nthreads
         ws.connected = False
         if ws.is_idle:
-            del self.idle[ws]
-            ws.is_idle = False
+            self.idle.remove(ws)
         self.victims.discard(ws)
         self._leaving_victims.pop(ws, None)
         self._freed.pop(ws, None)

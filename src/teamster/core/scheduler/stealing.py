@@ -128,9 +128,9 @@ class Stealing:
         """A bounded pass for hungry workers the event-driven trigger missed."""
         s = self.state
         s.settle_victims()
-        if not s.victims or not s.idle or s.n_queued:
+        if not s.victims or not s.idle.n or s.n_queued:
             return
-        for thief in s.rotate_idle(PERIODIC_THIEVES):
+        for thief in s.idle.rotate(PERIODIC_THIEVES):
             self.balance(thief, stimulus_id)
 
     def _request(self, ts: TaskState, victim: WorkerInfo, thief: WorkerInfo | None,

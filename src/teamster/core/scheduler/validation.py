@@ -167,10 +167,10 @@ def validate_state(s: SchedulerState) -> None:
         nbytes = sum(max(ts.nbytes, 0) for ts in ws.has_what)
         if nbytes != ws.nbytes:
             _fail(s, None, f"worker {addr} nbytes {ws.nbytes} != sum {nbytes}")
-        if (ws in s.idle) == s.placement.is_saturated(ws):
+        if ws.is_idle == s.placement.is_saturated(ws):
             _fail(s, None, f"worker {addr}: idle index disagrees with saturation")
-        if ws.is_idle != (ws in s.idle) or not ws.connected:
-            _fail(s, None, f"worker {addr}: is_idle/connected disagree with the indices")
+        if not ws.connected:
+            _fail(s, None, f"worker {addr}: registered but not connected")
     n_processing = sum(1 for ts in s.tasks.values() if ts.state == "processing")
     if not (s.n_processing == n_processing
             == sum(ws.n_processing for ws in s.workers.values())):
@@ -181,13 +181,11 @@ def validate_state(s: SchedulerState) -> None:
         _fail(s, None, "total_threads disagrees with the workers")
     if len(s.workers_by_name) != len(s.workers):
         _fail(s, None, "workers_by_name has stale entries")
-    for ws in s.idle:
-        if s.workers.get(ws.address) is not ws:
-            _fail(s, None, f"idle holds removed worker {ws.address}")
+    _walk_idle(s)
     # Late binding's liveness: a queued task waits only while every worker is
     # saturated (a worker with no threads is never idle: is_saturated), or
     # the first in line waits for a holder of a large input (placement.py).
-    if s.n_queued and s.idle:
+    if s.n_queued and s.idle.n:
         head = next((ts for *_, seq, ts in sorted(s.queue) if ts.queue_seq == seq), None)
         if head is None or not any(d.nbytes >= LARGE_TRANSFER for d in head.dependencies):
             _fail(s, head, "tasks queued while workers are idle")
@@ -195,3 +193,25 @@ def validate_state(s: SchedulerState) -> None:
         for ts in cs.wants_what:
             if not ts.who_wants or cs not in ts.who_wants or s.tasks.get(ts.key) is not ts:
                 _fail(s, ts, f"client {cid} wants a task that does not know it")
+
+
+def _walk_idle(s: SchedulerState) -> None:
+    """The idle ring: each link mirrored, back to the front after its count,
+    and holding exactly the registered workers marked ``is_idle``."""
+    ring = s.idle
+    members = ring.workers()
+    if len(members) != ring.n or (ring.n == 0) != (ring.front is None):
+        _fail(s, None, f"the idle ring counts {ring.n} workers and holds {len(members)}")
+    for ws in members:
+        nxt = ws.idle_next
+        if nxt is None or nxt.idle_prev is not ws:
+            _fail(s, None, f"idle ring: {ws.address}'s next does not link back")
+    if members and members[-1].idle_next is not ring.front:
+        _fail(s, None, "the idle ring does not close on its front")
+    idle = {ws for ws in s.workers.values() if ws.is_idle}
+    if set(members) != idle:
+        strays = sorted(ws.address for ws in set(members) ^ idle)
+        _fail(s, None, f"idle ring and is_idle disagree on {strays}")
+    for ws in s.workers.values():
+        if not ws.is_idle and (ws.idle_prev is not None or ws.idle_next is not None):
+            _fail(s, None, f"{ws.address} is linked in the idle ring but not idle")

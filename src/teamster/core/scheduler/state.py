@@ -146,10 +146,12 @@ class SchedulerState:
         handler(event)
         if self.retirement.retiring:
             self.retirement.after_event(event)
-        if self._recs:
-            self._run_recommendations(event.stimulus_id)
-        if self._freed:
-            self._fill_freed(event.stimulus_id)
+        if self._recs or self._freed:
+            stimulus_id = event.stimulus_id  # (read once: see _task_finished)
+            if self._recs:
+                self._run_recommendations(stimulus_id)
+            if self._freed:
+                self._fill_freed(stimulus_id)
         if self._affinity:
             self._affinity.clear()
         if self._leaving_victims:
@@ -619,6 +621,10 @@ class SchedulerState:
         suspicion.tasks_started(self, ev)
 
     def _task_finished(self, ev: m.TaskFinished) -> None:
+        # Each field is read once: the event is a record, not a compiled
+        # class, and every read of one is a generic attribute lookup.
+        run_id = ev.run_id
+        stimulus_id = ev.stimulus_id
         ws = self.workers.get(ev.worker)
         if ws is None:
             return  # a late message from a worker already removed
@@ -628,15 +634,15 @@ class SchedulerState:
         # workers' index is a thousand entries, mostly cached). The key the
         # worker echoes with the run id is the task's: validation checks.
         ts = ws.first_assigned
-        if ts is None or ts.run_id != ev.run_id:
+        if ts is None or ts.run_id != run_id:
             ts = self.tasks.get(ev.key)
         elif self.validate_enabled and ts.key != ev.key:
-            raise InvariantError(f"{ev.worker} reported run {ev.run_id} as {ev.key!r}; "
+            raise InvariantError(f"{ev.worker} reported run {run_id} as {ev.key!r}; "
                                  f"that run is {ts.key!r}")
         for keys, nbytes in ev.transfers:  # (they landed before it finished)
             self.report.transfer(nbytes)
-            self._add_replicas(ws, keys, ev.stimulus_id)
-        if ts is None or ts.processing_on is not ws or ts.run_id != ev.run_id:
+            self._add_replicas(ws, keys, stimulus_id)
+        if ts is None or ts.processing_on is not ws or ts.run_id != run_id:
             # Released, cancelled, re-placed or computed elsewhere meanwhile:
             # the result is not wanted here. Not even as a replica of a key in
             # memory: the FreeKeys that released it here may be crossing this
@@ -651,17 +657,19 @@ class SchedulerState:
                 # Only that run's result: a copy the worker acquires meanwhile
                 # (for a retirement, say) must survive this.
                 self.out.append(SendToWorker(
-                    ws.address, m.FreeKeys((ev.key,), ev.stimulus_id, ev.run_id)))
+                    ws.address, m.FreeKeys((ev.key,), stimulus_id, run_id)))
             return
         self._affinity[ws] = ts
-        if ev.stop:  # (0: not run here, e.g. its value was fetched instead)
-            ts.prefix.add_duration(ev.duration)
+        stop = ev.stop
+        if stop:  # (0: not run here, e.g. its value was fetched instead)
+            duration = ev.duration
+            ts.prefix.add_duration(duration)
             ws.executed += 1
-            ws.busy_time += ev.duration
-            self.report.task_done(ts, ev.duration, ev.stop)
+            ws.busy_time += duration
+            self.report.task_done(ts, duration, stop)
         ts.nbytes = ev.nbytes
         ts.type_name = ev.type_name
-        self.transition(ts, "memory", ev.stimulus_id)
+        self.transition(ts, "memory", stimulus_id)
 
     def _task_erred(self, ev: m.TaskErred) -> None:
         ws = self.workers.get(ev.worker)

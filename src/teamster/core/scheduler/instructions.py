@@ -17,11 +17,11 @@ from teamster.core.messages import Message
 
 
 class Instruction:
-    #: The fields, in order: what ``values`` returns, and how ``repr`` names them.
+    #: Each subclass's fields, in order: what it is compared, hashed and shown by.
     FIELDS: ClassVar[tuple[str, ...]] = ()
 
     def values(self) -> tuple[Any, ...]:
-        raise NotImplementedError
+        return tuple([getattr(self, name) for name in self.FIELDS])
 
     def __eq__(self, other: object) -> bool:
         return (type(other) is type(self) and isinstance(other, Instruction)
@@ -42,9 +42,6 @@ class SendToWorker(Instruction):
         self.worker: Final = worker
         self.msg: Final = msg
 
-    def values(self) -> tuple[Any, ...]:
-        return (self.worker, self.msg)
-
     @property
     def stimulus_id(self) -> str:
         return self.msg.stimulus_id
@@ -56,9 +53,6 @@ class SendToClient(Instruction):
     def __init__(self, client: str, msg: Message) -> None:
         self.client: Final = client
         self.msg: Final = msg
-
-    def values(self) -> tuple[Any, ...]:
-        return (self.client, self.msg)
 
     @property
     def stimulus_id(self) -> str:
@@ -75,9 +69,6 @@ class CloseWorker(Instruction):
         self.reason: Final = reason
         self.stimulus_id: Final = stimulus_id
 
-    def values(self) -> tuple[Any, ...]:
-        return (self.worker, self.reason, self.stimulus_id)
-
 
 class RetirementDone(Instruction):
     """Every worker of a ``RetireWorkers`` request is retired or refused: the
@@ -93,9 +84,6 @@ class RetirementDone(Instruction):
         #: (address or name as asked, why it was not retired).
         self.refused: Final = refused
         self.stimulus_id: Final = stimulus_id
-
-    def values(self) -> tuple[Any, ...]:
-        return (self.request_id, self.retired, self.refused, self.stimulus_id)
 
 
 SchedulerInstruction = SendToWorker | SendToClient | CloseWorker | RetirementDone

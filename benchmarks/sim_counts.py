@@ -82,7 +82,9 @@ def cache_spec(text: str) -> tuple[int, int]:
             f"{text!r} is not SIZE[,WAYS] with SIZE in K or M, e.g. 512K,8 or 32M,16")
     size = int(m[1]) * (1024 if m[2].upper() == "K" else 1024 * 1024)
     ways = int(m[3] or 16)
-    sets, rest = divmod(size, ways * LINE_BYTES) if ways else (0, 1)
+    if ways < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a cache has at least one way")
+    sets, rest = divmod(size, ways * LINE_BYTES)
     if rest or sets < 1 or sets & (sets - 1):
         raise argparse.ArgumentTypeError(
             f"{text!r}: size / (ways * {LINE_BYTES} bytes) must be a power of two of "
@@ -94,6 +96,11 @@ def describe(cache: tuple[int, int]) -> str:
     size, ways = cache
     return (f"{size // (1024 * 1024)} MiB" if size >= 1024 * 1024 else
             f"{size // 1024} KiB") + f", {ways}-way"
+
+
+#: ``LAST_LEVEL`` as (bytes, ways), parsed once.
+DEFAULT_LAST_LEVEL: tuple[int, int] = cache_spec(LAST_LEVEL)
+
 #: callgrind_annotate's columns: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw.
 IR, DLMR, DLMW = 0, 7, 8
 #: One count column: "1,234 ( 5.6%)", a bare "0", or "." (none).
@@ -166,7 +173,7 @@ def record(workload: str, workers: int, tasks: int, seed: int, out: Path,
 
 
 def callgrind(script: str, args: list[str], out: Path, env: dict[str, str] | None,
-              last_level: tuple[int, int] = cache_spec(LAST_LEVEL)) -> None:
+              last_level: tuple[int, int] = DEFAULT_LAST_LEVEL) -> None:
     ll = f"--LL={last_level[0]},{last_level[1]},{LINE_BYTES}"
     cmd = ["valgrind", "--tool=callgrind", "--cache-sim=yes", ll, "--toggle-collect=map_next",
            f"--callgrind-out-file={out}", sys.executable, "-c", script, *args]
@@ -216,7 +223,7 @@ def summary(profile: Path) -> list[int]:
 
 def measure(workload: str, sizes: list[int], tasks: int, seed: int, work: Path,
             env: dict[str, str] | None, in_sim: bool = False,
-            last_level: tuple[int, int] = cache_spec(LAST_LEVEL)) -> list[dict[str, Any]]:
+            last_level: tuple[int, int] = DEFAULT_LAST_LEVEL) -> list[dict[str, Any]]:
     """Record every size, then replay them under callgrind, two at a time (2 cores);
     or, ``in_sim``, count each size's simulation as it runs."""
     events = {n: work / f"events-{n}.pkl" for n in sizes}
@@ -243,7 +250,7 @@ def measure(workload: str, sizes: list[int], tasks: int, seed: int, work: Path,
 
 def print_table(results: list[dict[str, Any]], workload: str, seed: int,
                 in_sim: bool = False,
-                last_level: tuple[int, int] = cache_spec(LAST_LEVEL)) -> None:
+                last_level: tuple[int, int] = DEFAULT_LAST_LEVEL) -> None:
     base = results[0]
     how = "counted in the running simulation" if in_sim else "replayed alone under callgrind"
     print(f"\n## Scheduler work per task, {how}: {workload}, "
@@ -292,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="count the scheduler inside the running simulation instead of "
                         "replaying its events alone (the simulated workers then evict "
                         "its data between events, as in sim_scale's in-sim column)")
-    p.add_argument("--last-level", type=cache_spec, default=cache_spec(LAST_LEVEL),
+    p.add_argument("--last-level", type=cache_spec, default=DEFAULT_LAST_LEVEL,
                    metavar="SIZE[,WAYS]",
                    help=f"the simulated last-level cache ({LAST_LEVEL}: this machine's L2 "
                         "per core; 32M,16: its shared L3, so that misses are those to memory)")

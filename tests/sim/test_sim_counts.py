@@ -77,6 +77,9 @@ def test_a_last_level_that_callgrind_cannot_simulate_is_refused(
     with pytest.raises(SystemExit):
         sim_counts.main(["--last-level", "1G"])
     assert "is not SIZE[,WAYS] with SIZE in K or M" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        sim_counts.main(["--last-level", "512K,0"])
+    assert "'512K,0': a cache has at least one way" in capsys.readouterr().err
 
 
 def test_last_level_sizes_read_as_the_caches_they_name() -> None:

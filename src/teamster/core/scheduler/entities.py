@@ -70,6 +70,7 @@ class TaskState:
         "who_has",
         "key",
         "state",
+        "rec_index",
         "n_waiting",
         "prefix",
         "processing_on",
@@ -124,6 +125,9 @@ class TaskState:
         self.who_has: dict[WorkerInfo, None] = NO_HOLDERS
         self.key = key
         self.state = "released"
+        #: Its pending recommendation's place in ``SchedulerState._rec_tasks``;
+        #: -1 when none is pending (see ``SchedulerState.recommend``).
+        self.rec_index = -1
         #: How many dependencies are not in memory; non-zero only while
         #: waiting. A count, not a set: it is checked each time an input
         #: lands, and a set would be one more cold object to read then.
@@ -199,6 +203,8 @@ class WorkerInfo:
         "n_outgoing",
         "status",
         "connected",
+        "refill",
+        "leaving_victims",
         "is_idle",
         "idle_prev",
         "idle_next",
@@ -252,6 +258,10 @@ class WorkerInfo:
         # misses twice per task (the worker's record is in hand anyway).
         #: In ``SchedulerState.workers`` (False once removed).
         self.connected = True
+        #: In ``SchedulerState._freed``: to be refilled when the event ends.
+        self.refill = False
+        #: In ``SchedulerState._leaving_victims`` (see ``settle_victims``).
+        self.leaving_victims = False
         #: In ``SchedulerState.idle``, between these two (see ``IdleRing``).
         self.is_idle = False
         self.idle_prev: WorkerInfo | None = None

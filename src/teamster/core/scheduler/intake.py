@@ -1,4 +1,4 @@
-"""Graph intake: the tasks of an ``UpdateGraph`` become scheduler tasks.
+"""Graph intake: the tasks of an ``UpdateGraph`` (and scattered data) become scheduler tasks.
 
 Priorities are normalised here (see ``normal_priority``), tasks created and
 linked to their dependencies, and the needed ones moved towards processing
@@ -143,3 +143,31 @@ def update_graph(s: SchedulerState, ev: m.UpdateGraph) -> None:
             # A known key wanted again (kept as lineage of a result, or
             # released since): it must be computed again.
             s.recommend(wts, "waiting")
+
+
+def scattered_data(s: SchedulerState, ev: m.ScatteredData) -> None:
+    """A client scattered data to workers: its keys are in memory there."""
+    cs = s._client(ev.client)
+    for key, holders, nbytes in ev.who_has:
+        workers = [s.workers[a] for a in holders if a in s.workers]
+        ts = s.tasks.get(key)
+        if ts is None:
+            prefix = find_prefix(s.prefixes, key_prefix(key))
+            ts = s.tasks[key] = TaskState(key, prefix, None)
+        if ts.state not in ("released", "memory"):
+            continue  # a computation under this key is already under way
+        s._want(cs, ts, ev.stimulus_id)
+        if not workers:
+            ts.exception_text = f"Scattered {key!r} to workers that have since left"
+            ts.exception_blame = ts
+            if ts.state == "released":
+                s.transition(ts, "erred", ev.stimulus_id)
+            continue
+        if ts.state == "released":
+            # (A key already in memory keeps its size: the holders'
+            # byte counts were summed with it.)
+            ts.nbytes = nbytes
+        for ws in workers:
+            s.add_replica(ts, ws)
+        if ts.state == "released":
+            s.transition(ts, "memory", ev.stimulus_id)

@@ -31,6 +31,8 @@ def validate_task(s: SchedulerState, ts: TaskState) -> None:
         _fail(s, ts, "unknown state")
     if NO_HOLDERS:
         _fail(s, ts, "the shared empty who_has (NO_HOLDERS) was written to")
+    if ts.rec_index != -1:
+        _fail(s, ts, f"a recommendation (index {ts.rec_index}) outlived its event")
     for dts in ts.dependencies:
         if ts not in dts.dependents:
             _fail(s, ts, f"dependency {dts.key!r} does not list it as a dependent")

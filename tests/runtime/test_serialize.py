@@ -5,7 +5,6 @@ from __future__ import annotations
 import pickle
 import threading
 import typing
-from dataclasses import fields
 from typing import Any
 
 import numpy as np
@@ -26,12 +25,14 @@ from teamster.core.messages import (
     TaskSpec,
     UpdateGraph,
 )
+from teamster.core.native_messages import NativeMessage
 from teamster.runtime.comm.serialize import (
     INLINE_MAX,
     OUT_OF_BAND_MIN,
     deserialize,
     dumps_message,
     loads_message,
+    message_fields,
     serialize,
 )
 
@@ -100,8 +101,11 @@ def strategy_for(tp: Any) -> st.SearchStrategy[Any]:
 
 
 def message_strategy(cls: type) -> st.SearchStrategy[Any]:
-    hints = typing.get_type_hints(cls, vars(messages))
-    return st.builds(cls, **{f.name: strategy_for(hints[f.name]) for f in fields(cls)})
+    # A record's fields are annotated on the class, a native message's
+    # (native_messages.py) on its __init__. (Tests run the pure source.)
+    hints = typing.get_type_hints(cls.__init__ if issubclass(cls, NativeMessage) else cls,
+                                  vars(messages))
+    return st.builds(cls, **{name: strategy_for(hints[name]) for name in message_fields(cls)})
 
 
 @pytest.mark.parametrize("cls", MESSAGE_TYPES, ids=lambda c: c.__name__)

@@ -88,3 +88,22 @@ def test_every_state_machine_module_is_compiled(package: str) -> None:
                if p.name not in PYTHON_ONLY
                and f"teamster/core/{package}/{p.name}" not in listed]
     assert missing == [], f"add to [tool.teamster] compiled-core in pyproject.toml: {missing}"
+
+
+def test_native_messages_are_values_when_compiled(compiled_env: dict[str, str]) -> None:
+    """Compiled, a native class would pickle by building itself without
+    arguments, and a float field would turn an int into a float: the
+    messages must still round-trip and compare (tests/core covers the source)."""
+    code = (
+        "import pickle, teamster.core.messages as m, teamster.core.native_messages as n\n"
+        "t = m.TaskFinished('tcp://w:1', ('x', 0), 8, 'int', 1, 2.5, 3, ((('a',), 8),), 's')\n"
+        "assert pickle.loads(pickle.dumps(t)) == t and hash(pickle.loads(pickle.dumps(t))) == hash(t)\n"
+        "assert t.duration == 1 and t == m.TaskFinished(*t.values())\n"
+        "assert repr(m.FreeKeys(('x',), 's')) == \"FreeKeys(keys=('x',), stimulus_id='s', run_id=-1)\"\n"
+        "assert m.MESSAGE_TYPES[m.ComputeTask.tag] is m.ComputeTask\n"
+        "print(n.__file__)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=compiled_env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().endswith(".so"), proc.stdout

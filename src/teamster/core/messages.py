@@ -1,8 +1,10 @@
 """The wire schema: every message that crosses a process boundary.
 
 Rules of this module:
-- Messages are frozen, slotted dataclasses with a ``stimulus_id`` as their last
-  field, so a task's story can be followed across processes.
+- Messages are frozen, slotted dataclasses (records) with a ``stimulus_id``
+  as their last field, so a task's story can be followed across processes.
+  The four sent for every task are native classes that behave the same way
+  (``native_messages.py`` says why); they are registered here in their place.
 - Messages sent *to* a state machine are that machine's events: a
   ``TaskFinished`` from a worker is a ``SchedulerState`` event as it arrives,
   a ``ComputeTask`` from the scheduler is a ``WorkerState`` event.
@@ -16,16 +18,20 @@ Rules of this module:
 from __future__ import annotations
 
 from dataclasses import field
-from typing import Any, ClassVar, TypeAlias, TypeVar, dataclass_transform
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, dataclass_transform
 
+# (Re-exported: every message and the wire's types are used as ``messages.X``.)
+from teamster.core.native_messages import FETCHED_COPY as FETCHED_COPY
+from teamster.core.native_messages import NO_RUN as NO_RUN
+from teamster.core.native_messages import Address as Address
+from teamster.core.native_messages import ComputeTask as ComputeTask
+from teamster.core.native_messages import FreeKeys as FreeKeys
+from teamster.core.native_messages import Key as Key
+from teamster.core.native_messages import NativeMessage
+from teamster.core.native_messages import Priority as Priority
+from teamster.core.native_messages import TaskFinished as TaskFinished
+from teamster.core.native_messages import TaskSpec as TaskSpec
 from teamster.core.record import record
-
-#: A task key: a string, or a dask-style tuple such as ("x-123", 0, 1).
-Key: TypeAlias = str | tuple[Any, ...]
-#: A worker's listening address, "tcp://host:port".
-Address: TypeAlias = str
-#: Priorities compare as tuples; lower runs first.
-Priority: TypeAlias = tuple[Any, ...]
 
 #: Transfers of at least this many bytes are reported (``AddKeys``) as they
 #: land: the scheduler learns bandwidth from them and places readers of large
@@ -60,41 +66,37 @@ _M = TypeVar("_M", bound=type)
 def message(cls: _M) -> _M:
     """Register a frozen slotted dataclass as a wire message (tag = registration index)."""
     new: Any = record(cls)
-    new.tag = len(MESSAGE_TYPES)
-    MESSAGE_TYPES.append(new)
+    register(new)
     return new  # type: ignore[no-any-return]
 
 
-class Message:
-    tag: ClassVar[int]
-    stimulus_id: str
+def register(cls: type) -> None:
+    """Give ``cls`` the next wire tag (its index in ``MESSAGE_TYPES``)."""
+    if not (hasattr(cls, "__dataclass_fields__") or issubclass(cls, NativeMessage)):
+        raise TypeError(f"{cls.__name__} is neither a record nor a NativeMessage")
+    cls.tag = len(MESSAGE_TYPES)  # type: ignore[attr-defined]
+    MESSAGE_TYPES.append(cls)
+
+
+if TYPE_CHECKING:
+    class Message(Protocol):
+        """What every message has (records and native ones alike): also a
+        ``tag`` class attribute, set by ``register``."""
+
+        @property
+        def stimulus_id(self) -> str: ...
+else:
+    class Message:
+        # At run time a plain base of the records: a Protocol base would
+        # replace their dataclass __init__ (typing does so for subclasses).
+        tag: ClassVar[int]
 
 
 # ---------------------------------------------------------------------------
 # Task description sent by clients
 
 
-@message
-class TaskSpec(Message):
-    """One task of a graph, as a client submits it."""
-
-    key: Key
-    #: Opaque callable + arguments; None for a key that only aliases data.
-    run_spec: Serialized | None
-    #: Keys whose values the task needs, in a stable order.
-    dependencies: tuple[Key, ...]
-    priority: Priority = ()
-    #: Worker addresses or names the task may run on (None: anywhere).
-    workers: tuple[str, ...] | None = None
-    allow_other_workers: bool = False
-    #: Abstract resources the task consumes while running, e.g. {"GPU": 1}.
-    resources: tuple[tuple[str, float], ...] | None = None
-    retries: int = 0
-    stimulus_id: str = ""
-
-
-# ---------------------------------------------------------------------------
-# Client -> scheduler (SchedulerState events)
+register(TaskSpec)
 
 
 @message
@@ -185,27 +187,7 @@ class Heartbeat(Message):
     stimulus_id: str
 
 
-@message
-class TaskFinished(Message):
-    worker: Address
-    key: Key
-    nbytes: int
-    type_name: str
-    #: Wall time the task ran on the worker, in seconds.
-    duration: float
-    #: The worker's wall clock (time.time()) when it finished: the end of the
-    #: computation for the balance report (clocks of one machine agree; across
-    #: machines they differ by their NTP skew).
-    stop: float
-    #: The assignment this result answers (``ComputeTask.run_id``, echoed).
-    run_id: int
-    #: Small inputs that landed on this worker since its last report, one
-    #: ``(keys, nbytes)`` per transfer: the ``AddKeys`` it did not send (see
-    #: ``WorkerState.unreported``). Reported here, the scheduler registers
-    #: them in the event that touches those inputs anyway.
-    transfers: tuple[tuple[tuple[Key, ...], int], ...]
-    stimulus_id: str
-
+register(TaskFinished)
 
 @message
 class TasksStarted(Message):
@@ -330,24 +312,7 @@ class StealRequest(Message):
     stimulus_id: str
 
 
-@message
-class ComputeTask(Message):
-    key: Key
-    run_spec: Serialized | None
-    #: (dependency key, holders, nbytes) for every dependency.
-    who_has: tuple[tuple[Key, tuple[Address, ...], int], ...]
-    priority: Priority
-    resources: tuple[tuple[str, float], ...] | None
-    #: Unique per assignment. A key can be assigned, freed and assigned again
-    #: to the same worker while the first run's result is on the wire; the
-    #: echoed run_id tells that stale result from the current one.
-    run_id: int
-    #: Tell the scheduler it started (``TasksStarted``) before running it:
-    #: it was on a worker that died, and should it kill workers at once, no
-    #: heartbeat would ever see it run and it would never be suspected.
-    announce: bool
-    stimulus_id: str
-
+register(ComputeTask)
 
 @message
 class AcquireReplicas(Message):
@@ -369,33 +334,9 @@ class Shutdown(Message):
     stimulus_id: str
 
 
-#: ``FreeKeys.run_id``: free whatever the worker holds under the key. As the
-#: origin a worker records for its value: not made by a run the scheduler
-#: may call stale (a scattered value, a copy the scheduler asked for), so
-#: only such an unqualified FreeKeys drops it.
-NO_RUN = -1
-#: ``FreeKeys.run_id`` and recorded origin of a copy fetched from a peer.
-FETCHED_COPY = -2
 
 
-@message
-class FreeKeys(Message):
-    """Forget these keys: drop their data and any pending work on them."""
-
-    keys: tuple[Key, ...]
-    stimulus_id: str
-    #: When not NO_RUN: forget only what the assignment with this run_id made
-    #: (``ComputeTask.run_id``), or with ``FETCHED_COPY`` only a copy fetched
-    #: from a peer. Such a FreeKeys answers a stale report, and may arrive
-    #: after the worker got another value under the key that the scheduler
-    #: counts (a copy for a retirement, a scattered value, a later run's).
-    run_id: int = NO_RUN
-
-
-
-# ---------------------------------------------------------------------------
-# Scheduler -> client
-
+register(FreeKeys)
 
 @message
 class KeyInMemory(Message):

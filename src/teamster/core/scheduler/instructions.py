@@ -2,8 +2,8 @@
 
 Immutable values like the core's records (``record.py``): their attributes
 are ``Final`` (mypy rejects any assignment), and they compare, hash and
-print by their fields, in a dataclass's format. They are not records,
-though: this module is compiled (pyproject.toml, ``compiled-core``), and
+print by their fields, in a dataclass's format (``NativeRecord``). They are
+not records, though: this module is compiled (pyproject.toml, ``compiled-core``), and
 a record's construction runs its dataclass ``__init__`` in the interpreter,
 while these are native classes. The scheduler builds two or three per task
 (about 1,500 instructions each as records, callgrind; a tenth of that now).
@@ -11,28 +11,14 @@ while these are native classes. The scheduler builds two or three per task
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Final
+from typing import Any, Final
 
 from teamster.core.messages import Message
+from teamster.core.native_messages import NativeRecord
 
 
-class Instruction:
-    #: Each subclass's fields, in order: what it is compared, hashed and shown by.
-    FIELDS: ClassVar[tuple[str, ...]] = ()
-
-    def values(self) -> tuple[Any, ...]:
-        return tuple([getattr(self, name) for name in self.FIELDS])
-
-    def __eq__(self, other: object) -> bool:
-        return (type(other) is type(self) and isinstance(other, Instruction)
-                and self.values() == other.values())
-
-    def __hash__(self) -> int:
-        return hash((type(self).__name__, self.values()))
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={value!r}" for name, value in zip(self.FIELDS, self.values(), strict=True))
-        return f"{type(self).__name__}({fields})"
+class Instruction(NativeRecord):
+    pass
 
 
 class SendToWorker(Instruction):

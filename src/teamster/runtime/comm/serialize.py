@@ -40,6 +40,7 @@ import cloudpickle
 from msgpack import ExtType, Packer, unpackb
 
 from teamster.core.messages import MESSAGE_TYPES, Serialized
+from teamster.core.native_messages import NativeMessage
 
 __all__ = [
     "INLINE_MAX",
@@ -79,6 +80,13 @@ _new_tuple = tuple.__new__
 _ENCODERS: dict[type, tuple[int, Callable[[Any], tuple[Any, ...]]]] = {}
 
 
+def message_fields(cls: type) -> list[str]:
+    """A registered message class's field names, in wire order."""
+    if issubclass(cls, NativeMessage):
+        return list(cls.FIELDS)
+    return [f.name for f in fields(cls)]
+
+
 def _encoder(cls: type) -> tuple[int, Callable[[Any], tuple[Any, ...]]]:
     """Look up (and cache) how to encode a registered message class.
 
@@ -96,7 +104,7 @@ def _encoder(cls: type) -> tuple[int, Callable[[Any], tuple[Any, ...]]]:
             )
         if tag > _MAX_MESSAGE_TAG:
             raise TypeError(f"message tag {tag} of {cls.__name__} exceeds {_MAX_MESSAGE_TAG}")
-        names = [f.name for f in fields(cls)]
+        names = message_fields(cls)
         # attrgetter with several names returns a tuple, in C; all messages have
         # at least two fields (a payload and stimulus_id).
         getter = attrgetter(*names) if len(names) > 1 else (lambda o, _n=names[0]: (getattr(o, _n),))

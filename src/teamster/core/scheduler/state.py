@@ -183,11 +183,8 @@ class SchedulerState:
         start = ts.state
         if start == finish:
             return
-        row = tr.BY_START.get(start)
-        func = None if row is None else row.get(finish)
-        if func is None:
+        if not tr.make(self, ts, start, finish, stimulus_id):
             raise InvalidTransition(ts.key, start, finish, self.story(ts.key))
-        func(self, ts, stimulus_id)
         self._log_entry((ts.key, start, ts.state, stimulus_id))
         if self.validate_enabled:
             # Only validation reads (and clears) it; kept otherwise it would
@@ -200,7 +197,6 @@ class SchedulerState:
         # measured at 1,000 simulated workers.
         tasks = self._rec_tasks
         finishes = self._rec_finishes
-        table = tr.BY_START
         log_entry = self._log_entry
         validating = self.validate_enabled
         while tasks.n:
@@ -212,14 +208,11 @@ class SchedulerState:
             start = ts.state
             if start == finish or start == "forgotten":
                 continue
-            row = table.get(start)
-            func = None if row is None else row.get(finish)
-            if func is None:
+            if not tr.make(self, ts, start, finish, stimulus_id):
                 # Overtaken by a later transition (e.g. a dependent recommended
                 # for processing was released meanwhile): record and drop.
                 log_entry((ts.key, start, f"skip:{finish}", stimulus_id))
                 continue
-            func(self, ts, stimulus_id)
             log_entry((ts.key, start, ts.state, stimulus_id))
             if validating:
                 self._touched[ts] = None

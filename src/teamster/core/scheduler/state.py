@@ -106,7 +106,7 @@ class SchedulerState:
         # The per-event worklists are stacks with a flag (or index) on each
         # member, not dicts: a dict filled and emptied every event
         # reallocated its table, and a removal and re-insertion per
-        # recommendation took a generic method call each (9% of the
+        # recommendation took two generic method calls (10.6% of the
         # instructions per task, compiled, counted by callgrind).
         #: Pending recommendations, last in, first out: tasks and the states
         #: recommended. An entry is live iff its index is the task's ``rec_index``.

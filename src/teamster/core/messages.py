@@ -99,6 +99,10 @@ else:
 register(TaskSpec)
 
 
+# ---------------------------------------------------------------------------
+# Client -> scheduler (SchedulerState events)
+
+
 @message
 class RegisterClient(Message):
     client: str
@@ -188,6 +192,7 @@ class Heartbeat(Message):
 
 
 register(TaskFinished)
+
 
 @message
 class TasksStarted(Message):
@@ -314,6 +319,7 @@ class StealRequest(Message):
 
 register(ComputeTask)
 
+
 @message
 class AcquireReplicas(Message):
     """Fetch copies of these keys and keep them (a retiring worker's unique
@@ -337,6 +343,11 @@ class Shutdown(Message):
 
 
 register(FreeKeys)
+
+
+# ---------------------------------------------------------------------------
+# Scheduler -> client
+
 
 @message
 class KeyInMemory(Message):

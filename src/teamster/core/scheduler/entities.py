@@ -86,6 +86,10 @@ class TaskState:
         "worker_restrictions",
         "resource_restrictions",
         "queue_seq",
+        "queue_index",
+        "q_user",
+        "q_generation",
+        "q_order",
         "allow_other_workers",
         "retries",
         "suspicious",
@@ -159,6 +163,8 @@ class TaskState:
         #: allocation instead of a dict (at a million tasks the scheduler's
         #: cost per task is mostly cache misses on its own objects).
         self.dependencies: tuple[TaskState, ...] = ()
+        #: (-user priority, submission, order): sent to the worker; the
+        #: ready queue orders by its numeric copy, ``q_user`` to ``q_order``.
         self.priority: Priority = ()
         #: Opaque callable and arguments; None for data that was scattered.
         self.run_spec = run_spec
@@ -168,8 +174,14 @@ class TaskState:
         #: Worker addresses or names it may run on; None means anywhere.
         self.worker_restrictions: frozenset[str] | None = None
         self.resource_restrictions: dict[str, float] | None = None
-        #: Sequence number of its live entry in the ready queue (stale entries differ).
+        #: While queued: when it was queued (ties in priority go first in,
+        #: first out) and its position in the ready queue's heap; else -1.
         self.queue_seq = -1
+        self.queue_index = -1
+        #: ``priority`` as native numbers (ready_queue.py says why).
+        self.q_user = 0.0
+        self.q_generation = 0
+        self.q_order = 0.0
         self.allow_other_workers = False
         self.retries = 0
         #: How many workers died while running it.

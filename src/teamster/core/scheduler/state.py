@@ -9,7 +9,6 @@ Nothing here performs I/O or reads a clock: time arrives in events.
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -39,6 +38,7 @@ from teamster.core.scheduler.placement import (
     Placement,
     start_fetching_inputs,
 )
+from teamster.core.scheduler.ready_queue import ReadyQueue
 from teamster.core.scheduler.report import BalanceReport
 from teamster.core.scheduler.retire import Retirement
 from teamster.core.scheduler.stealing import Stealing
@@ -84,11 +84,9 @@ class SchedulerState:
         self.n_processing = 0
         #: Restricted ready tasks that no connected worker may run.
         self.unrunnable: dict[TaskState, None] = {}
-        #: Ready unrestricted tasks waiting for room: (*priority, seq, task);
-        #: an entry is live iff its seq equals the task's queue_seq.
-        self.queue: list[tuple[Any, Any, Any, int, TaskState]] = []
+        #: Ready unrestricted tasks waiting for room, highest priority first.
+        self.queue = ReadyQueue()
         self.n_queued = 0
-        self._seq = 0
         #: The last ``run_id`` given to an assignment (they are never reused).
         self.run_ids = 0
         self.generation = 0
@@ -265,7 +263,7 @@ class SchedulerState:
                 continue
             while readers and ws.is_idle:
                 ts = next(iter(readers))
-                self.queue_entry_removed(ts)  # (its heap entry goes stale)
+                self.leave_queue(ts)
                 self.transition(ts, "processing", stimulus_id)
                 if ts.state == "queued":  # nowhere to go after all
                     self.push_queue(ts)
@@ -277,12 +275,7 @@ class SchedulerState:
         return bool(ts.who_wants or ts.n_waiters)
 
     def push_queue(self, ts: TaskState) -> None:
-        self._seq += 1
-        ts.queue_seq = self._seq
-        # Flat (p0, p1, p2, seq, task): comparing nested priority tuples was
-        # most of a heap operation's cost (1.4 vs 0.8 us per pop at 50,000).
-        p = ts.priority
-        heapq.heappush(self.queue, (p[0], p[1], p[2], self._seq, ts))
+        self.queue.push(ts)
         self.n_queued += 1
         for dts in ts.dependencies:
             if dts.nbytes >= LARGE_TRANSFER:
@@ -291,17 +284,17 @@ class SchedulerState:
                 dts.queued_readers[ts] = None
 
     def _pop_queue(self) -> TaskState | None:
-        queue = self.queue
-        while queue:
-            _, _, _, seq, ts = heapq.heappop(queue)
-            if ts.queue_seq == seq and ts.state == "queued":
-                self.queue_entry_removed(ts)
-                return ts
-        return None
+        ts = self.queue.pop()
+        if ts is not None:
+            self._left_queue(ts)
+        return ts
 
-    def queue_entry_removed(self, ts: TaskState) -> None:
-        """A queued task left the queue by another route; its heap entry is now stale."""
-        ts.queue_seq = -1
+    def leave_queue(self, ts: TaskState) -> None:
+        """A queued task leaves the queue by another route than its turn."""
+        self.queue.remove(ts)
+        self._left_queue(ts)
+
+    def _left_queue(self, ts: TaskState) -> None:
         self.n_queued -= 1
         for dts in ts.dependencies:
             if dts.queued_readers:

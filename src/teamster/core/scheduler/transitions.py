@@ -115,8 +115,8 @@ def queued_processing(s: SchedulerState, ts: TaskState, stimulus_id: str) -> Non
     ws = s.placement.choose_worker(ts)
     if ws is None:
         return  # still no room; the caller puts it back
-    if ts.queue_seq != -1:
-        s.queue_entry_removed(ts)
+    if ts.queue_index != -1:
+        s.leave_queue(ts)
     s.assign(ts, ws, stimulus_id)
 
 
@@ -135,7 +135,7 @@ def waiting_released(s: SchedulerState, ts: TaskState, stimulus_id: str) -> None
 
 
 def queued_released(s: SchedulerState, ts: TaskState, stimulus_id: str) -> None:
-    s.queue_entry_removed(ts)  # its heap entry becomes stale
+    s.leave_queue(ts)
     waiting_released(s, ts, stimulus_id)
 
 
@@ -264,7 +264,7 @@ def waiting_erred(s: SchedulerState, ts: TaskState, stimulus_id: str) -> None:
 
 
 def queued_erred(s: SchedulerState, ts: TaskState, stimulus_id: str) -> None:
-    s.queue_entry_removed(ts)
+    s.leave_queue(ts)
     _fail(s, ts, stimulus_id)
 
 

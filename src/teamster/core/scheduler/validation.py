@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from teamster.core.scheduler.entities import NO_HOLDERS, TASK_STATES, TaskState, WorkerInfo
 from teamster.core.scheduler.placement import LARGE_TRANSFER
+from teamster.core.scheduler.ready_queue import before
 from teamster.core.story import InvariantError
 
 if TYPE_CHECKING:
@@ -90,8 +91,10 @@ def validate_task(s: SchedulerState, ts: TaskState) -> None:
         for dts in ts.dependencies:
             if dts.nbytes >= LARGE_TRANSFER and ts not in (dts.queued_readers or ()):
                 _fail(s, ts, f"queued, but missing from the queued readers of {dts.key!r}")
-    if (ts.state == "queued") != (ts.queue_seq != -1):
-        _fail(s, ts, "queued iff it has a live queue entry")
+    if (ts.state == "queued") != (ts.queue_index != -1):
+        _fail(s, ts, "queued iff it is in the ready queue")
+    if ts.queue_index != -1 and s.queue.heap[ts.queue_index] is not ts:
+        _fail(s, ts, f"not at its place in the ready queue ({ts.queue_index})")
     if (ts.state == "no-worker") != (ts in s.unrunnable):
         _fail(s, ts, "no-worker iff in unrunnable")
     if ts.state == "queued" and ts.restricted:
@@ -129,11 +132,11 @@ def validate_state(s: SchedulerState) -> None:
         if ts.key != key:
             _fail(s, ts, f"registered under {key!r}")
         validate_task(s, ts)
-    live = sum(1 for *_, seq, ts in s.queue if ts.queue_seq == seq and ts.state == "queued")
     n_queued = sum(1 for ts in s.tasks.values() if ts.state == "queued")
-    if not (live == n_queued == s.n_queued):
-        _fail(s, None, f"queue has {live} live entries, {n_queued} tasks queued, "
-                       f"counter says {s.n_queued}")
+    if not (len(s.queue) == n_queued == s.n_queued):
+        _fail(s, None, f"queue holds {len(s.queue)} tasks, {n_queued} tasks are queued, "
+                       f"the counter says {s.n_queued}")
+    _check_heap(s)
     reserved: dict[WorkerInfo, float] = {}
     incoming: dict[WorkerInfo, int] = {}
     outgoing: dict[WorkerInfo, int] = {}
@@ -188,13 +191,21 @@ def validate_state(s: SchedulerState) -> None:
     # saturated (a worker with no threads is never idle: is_saturated), or
     # the first in line waits for a holder of a large input (placement.py).
     if s.n_queued and s.idle.n:
-        head = next((ts for *_, seq, ts in sorted(s.queue) if ts.queue_seq == seq), None)
+        head = s.queue.first()
         if head is None or not any(d.nbytes >= LARGE_TRANSFER for d in head.dependencies):
             _fail(s, head, "tasks queued while workers are idle")
     for cid, cs in s.clients.items():
         for ts in cs.wants_what:
             if not ts.who_wants or cs not in ts.who_wants or s.tasks.get(ts.key) is not ts:
                 _fail(s, ts, f"client {cid} wants a task that does not know it")
+
+
+def _check_heap(s: SchedulerState) -> None:
+    heap = s.queue.heap
+    for i in range(1, len(heap)):
+        parent = heap[(i - 1) >> 1]
+        if not before(parent, heap[i]):
+            _fail(s, heap[i], f"ready queue out of order: ahead of {parent.key!r}")
 
 
 def _walk_idle(s: SchedulerState) -> None:

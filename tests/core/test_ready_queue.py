@@ -1,0 +1,106 @@
+"""The scheduler's ready queue: priority order, first in first out among
+equals, and removal from anywhere in line."""
+
+from __future__ import annotations
+
+import math
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from teamster.core.scheduler.entities import TaskPrefix, TaskState
+from teamster.core.scheduler.intake import set_priority
+from teamster.core.scheduler.ready_queue import ReadyQueue
+
+_PREFIX = TaskPrefix("t")
+
+
+def _task(i: int, user: int, generation: int, order: int) -> TaskState:
+    ts = TaskState(("t", i), _PREFIX, None)
+    set_priority(ts, (user, order), generation)
+    return ts
+
+
+def _line_of(queue: ReadyQueue) -> list[TaskState]:
+    """Everything queued, by popping it."""
+    out = []
+    while (ts := queue.pop()) is not None:
+        out.append(ts)
+    return out
+
+
+# An op: ("push", user priority, generation, order), ("pop",), or ("remove", which).
+_ops = st.lists(st.one_of(
+    st.tuples(st.just("push"), st.integers(-2, 2), st.integers(0, 2), st.integers(0, 3)),
+    st.tuples(st.just("pop")),
+    st.tuples(st.just("remove"), st.integers(0, 1000)),
+), max_size=120)
+
+
+@given(_ops)
+def test_the_queue_gives_what_a_sorted_list_would(ops: list[tuple]) -> None:
+    """The model: the queued tasks sorted by (-user priority, generation,
+    order, when queued); the queue must pop its head and remove anything."""
+    queue = ReadyQueue()
+    model: list[tuple[tuple[int, int, int, int], TaskState]] = []
+    for n, op in enumerate(ops):
+        if op[0] == "push":
+            _, user, generation, order = op
+            ts = _task(n, user, generation, order)
+            queue.push(ts)
+            model.append(((-user, generation, order, ts.queue_seq), ts))
+        elif op[0] == "pop":
+            model.sort(key=lambda entry: entry[0])
+            expected = model.pop(0)[1] if model else None
+            assert queue.pop() is expected
+            if expected is not None:
+                assert expected.queue_index == expected.queue_seq == -1
+        elif model:
+            _, ts = model.pop(op[1] % len(model))
+            queue.remove(ts)
+            assert ts.queue_index == ts.queue_seq == -1
+        assert len(queue) == len(model)
+        assert all(queue.heap[ts.queue_index] is ts for _, ts in model)
+    model.sort(key=lambda entry: entry[0])
+    assert queue.in_order() == [ts for _, ts in model]
+    assert _line_of(queue) == [ts for _, ts in model]
+
+
+def test_equal_priorities_leave_in_the_order_they_came() -> None:
+    queue = ReadyQueue()
+    tasks = [_task(i, 0, 1, 7) for i in range(20)]
+    for ts in tasks:
+        queue.push(ts)
+    assert _line_of(queue) == tasks
+
+
+def test_a_task_queued_again_goes_to_the_back_of_its_equals() -> None:
+    queue = ReadyQueue()
+    a, b = _task(0, 0, 1, 5), _task(1, 0, 1, 5)
+    queue.push(a)
+    queue.push(b)
+    assert queue.pop() is a
+    queue.push(a)
+    assert _line_of(queue) == [b, a]
+
+
+def test_higher_user_priority_then_earlier_submission_then_order() -> None:
+    queue = ReadyQueue()
+    late = _task(0, 0, 2, 0)
+    early_last = _task(1, 0, 1, 9)
+    early_first = _task(2, 0, 1, 1)
+    urgent = _task(3, 5, 3, 100)
+    for ts in (late, early_last, early_first, urgent):
+        queue.push(ts)
+    assert queue.first() is urgent
+    assert _line_of(queue) == [urgent, early_first, early_last, late]
+
+
+def test_priorities_beyond_a_float_keep_their_order() -> None:
+    """A user priority too large for a float is queued first (not an error)."""
+    queue = ReadyQueue()
+    normal, huge, tiny = _task(0, 1, 1, 0), _task(1, 10**400, 1, 0), _task(2, -10**400, 1, 0)
+    for ts in (normal, tiny, huge):
+        queue.push(ts)
+    assert huge.q_user == -math.inf and tiny.q_user == math.inf
+    assert _line_of(queue) == [huge, normal, tiny]

@@ -219,8 +219,14 @@ class Placement:
         """
         who_has = dts.who_has
         if len(who_has) <= 1:
-            return tuple([ws.address for ws in who_has])
-        chosen = list(islice(who_has, HOLDERS_SENT))
+            for ws in who_has:  # (not a comprehension: a one-tuple is built directly)
+                return (ws.address,)
+            return ()
+        chosen: list[WorkerInfo] = []
+        for ws in who_has:
+            chosen.append(ws)
+            if len(chosen) == HOLDERS_SENT:
+                break
         # The worker fetches from the first holder named that it is not
         # already fetching from: name a different one first each time, or
         # every copy is pulled from the same holder while the others idle.

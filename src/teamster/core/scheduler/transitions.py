@@ -313,8 +313,11 @@ def cancel_notice(s: SchedulerState, ts: TaskState, client_id: str, stimulus_id:
 
 
 def compute_message(s: SchedulerState, ts: TaskState, stimulus_id: str) -> ComputeTask:
-    holders = s.placement.holders_to_fetch_from
-    who_has = tuple([(dts.key, holders(dts), dts.nbytes) for dts in ts.dependencies])
+    # (The method is called through its object each time: taken out as a
+    # bound method, it would be a generic Python call per input.)
+    placement = s.placement
+    who_has = tuple([(dts.key, placement.holders_to_fetch_from(dts), dts.nbytes)
+                     for dts in ts.dependencies])
     resources = (
         tuple(sorted(ts.resource_restrictions.items())) if ts.resource_restrictions else None
     )

@@ -1,6 +1,6 @@
 """Graph intake: the tasks of an ``UpdateGraph`` (and scattered data) become scheduler tasks.
 
-Priorities are normalised here (see ``normal_priority``), tasks created and
+Priorities are normalised here (see ``set_priority``), tasks created and
 linked to their dependencies, and the needed ones moved towards processing
 in priority order. At a million tasks this event alone was a quarter of the
 scheduler's CPU per task in teamster.sim, hence the tight loops.
@@ -9,7 +9,7 @@ scheduler's CPU per task in teamster.sim, hence the tight loops.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from teamster.core import messages as m
 from teamster.core.keys import key_prefix
@@ -29,19 +29,14 @@ def _by_user_then_order(pair: tuple[TaskState, Any]) -> tuple[float, float]:
     return (ts.q_user, ts.q_order)
 
 
-def normal_priority(priority: m.Priority, generation: int) -> m.Priority:
-    """A client's (user priority, order) as the scheduler's priority:
-    higher user priority first, then earlier submissions, then the order.
-
-    Always three elements (anything after the order is ignored).
-    """
-    if len(priority) >= 2:
-        return (-priority[0], generation, priority[1])
-    return (-priority[0] if priority else 0, generation, 0)
+#: Ints this large and smaller convert to floats exactly.
+_EXACT: Final = 2**53
 
 
 def _as_float(x: Any) -> float:
     """A priority element as a float, order kept (huge ints: ties at the ends)."""
+    if isinstance(x, int) and -_EXACT <= x <= _EXACT:
+        return float(x)  # (the usual case, without a generic conversion)
     try:
         return float(x)
     except OverflowError:
@@ -49,12 +44,17 @@ def _as_float(x: Any) -> float:
 
 
 def set_priority(ts: TaskState, priority: m.Priority, generation: int) -> None:
-    """Give ``ts`` the scheduler's priority for a client's ``priority``,
-    and its numeric copy for the ready queue."""
-    p = ts.priority = normal_priority(priority, generation)
-    ts.q_user = _as_float(p[0])
+    """Give ``ts`` the scheduler's priority for a client's (user priority,
+    order): higher user priority first, then earlier submissions, then the
+    order. Always three elements (anything after the order is ignored); the
+    ready queue orders by their numeric copy (``q_user`` to ``q_order``).
+    """
+    user: Any = -priority[0] if priority else 0
+    order: Any = priority[1] if len(priority) >= 2 else 0
+    ts.priority = (user, generation, order)
+    ts.q_user = _as_float(user)
     ts.q_generation = generation
-    ts.q_order = _as_float(p[2])
+    ts.q_order = _as_float(order)
 
 
 def find_prefix(prefixes: dict[str, TaskPrefix], name: str) -> TaskPrefix:

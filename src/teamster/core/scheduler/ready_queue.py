@@ -2,7 +2,7 @@
 
 A binary heap of the tasks themselves, ordered by the numeric fields
 ``TaskState.q_user``, ``q_generation``, ``q_order`` (the scheduler's
-priority, see ``intake.normal_priority``) and then ``queue_seq`` (first
+priority, see ``intake.set_priority``) and then ``queue_seq`` (first
 queued, first out among equals). Each task knows its position
 (``queue_index``), so a task that leaves the queue by another route (a
 holder of its large input takes it, it is released or fails) is taken out

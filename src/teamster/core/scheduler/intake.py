@@ -20,12 +20,11 @@ if TYPE_CHECKING:
     from teamster.core.scheduler.state import SchedulerState
 
 
-def _by_order(pair: tuple[TaskState, Any]) -> float:
-    return pair[0].q_order
+def _by_order(ts: TaskState) -> float:
+    return ts.q_order
 
 
-def _by_user_then_order(pair: tuple[TaskState, Any]) -> tuple[float, float]:
-    ts = pair[0]
+def _by_user_then_order(ts: TaskState) -> tuple[float, float]:
     return (ts.q_user, ts.q_order)
 
 
@@ -78,12 +77,16 @@ def update_graph(s: SchedulerState, ev: m.UpdateGraph) -> None:
     s.generation += 1
     if not s.n_processing and not s.n_queued and not s.unrunnable:
         s.report.start(ev.now, s)
-    # One pass to create, one to link: a dependency may come later in the message.
     tasks = s.tasks
     prefixes = s.prefixes
     generation = s.generation
-    new: list[tuple[TaskState, m.TaskSpec]] = []
-    append = new.append
+    # At a million tasks none of them stays in cache between two passes over
+    # the graph: each pass is a few cache misses per task. So one pass
+    # creates the tasks and links each to its dependencies, which dask.order
+    # and our clients send first; a task naming one that comes later in the
+    # message is linked in a second pass over those alone.
+    new: list[TaskState] = []
+    later: list[tuple[TaskState, m.TaskSpec]] = []
     # A dask key is mostly a tuple (name, index...) whose name a whole layer
     # of the graph shares, but decoding gives every key its own copy of it.
     # The keys stored share one name object per layer: every later lookup
@@ -93,6 +96,9 @@ def update_graph(s: SchedulerState, ev: m.UpdateGraph) -> None:
     # task less). The layer's prefix is found once too.
     layers: dict[str, tuple[str, TaskPrefix]] = {}
     user = 0.0  # the new tasks' user priority while they share one
+    last_order = -math.inf
+    in_order = True  # in priority order as sent (then no sort is needed)
+    n_depended = 0  # new tasks with a dependent
     for spec in ev.tasks:
         key = spec.key
         if key in tasks:
@@ -110,7 +116,14 @@ def update_graph(s: SchedulerState, ev: m.UpdateGraph) -> None:
         ts = tasks[key] = TaskState(key, prefix, spec.run_spec)
         set_priority(ts, spec.priority, generation)
         if ts.q_user != user:
-            user = ts.q_user if not new else math.nan  # (nan: they differ)
+            if new:
+                user = math.nan  # (they differ)
+                in_order = False
+            else:
+                user = ts.q_user
+        if ts.q_order < last_order:
+            in_order = False
+        last_order = ts.q_order
         if spec.retries:
             ts.retries = spec.retries
         if spec.workers:
@@ -118,28 +131,21 @@ def update_graph(s: SchedulerState, ev: m.UpdateGraph) -> None:
             ts.allow_other_workers = spec.allow_other_workers
         if spec.resources:
             ts.resource_restrictions = dict(spec.resources)
-        append((ts, spec))
-    for ts, spec in new:
-        dep_keys = spec.dependencies
-        if not dep_keys:
-            continue
-        deps: list[TaskState] = []
-        for dep_key in dep_keys:
-            dts = tasks.get(dep_key)
-            if dts is None:
-                # The client referenced a key that is gone (its future was released).
-                ts.exception_text = (
-                    f"Task {ts.key!r} depends on {dep_key!r}, which the scheduler "
-                    "does not hold (was its future released or cancelled?)"
-                )
-                ts.exception_blame = ts
-                continue
-            deps.append(dts)
-            dts.dependents[ts] = None
-        ts.dependencies = tuple(deps) if len(deps) < 2 else tuple(dict.fromkeys(deps))
+        new.append(ts)
+        if spec.dependencies:
+            linked = _link(tasks, ts, spec.dependencies, generation, False)
+            if linked < 0:
+                later.append((ts, spec))
+            else:
+                n_depended += linked
+    for ts, spec in later:
+        n_depended += _link(tasks, ts, spec.dependencies, generation, True)
+    n_wanted_leaves = 0  # new tasks without dependents that a client wants
     for key in ev.wanted:
         wts = s.tasks.get(key)
         if wts is not None:
+            if wts.q_generation == generation and not wts.dependents and not wts.who_wants:
+                n_wanted_leaves += 1
             s._want(cs, wts, ev.stimulus_id)
     # Ready tasks are recommended for processing as they are met, and
     # recommendations run last in, first out: meet them lowest priority
@@ -147,10 +153,11 @@ def update_graph(s: SchedulerState, ev: m.UpdateGraph) -> None:
     stimulus_id = ev.stimulus_id
     released_waiting = tr.released_waiting
     log_entry = s._log_entry
-    # (In one submission only the user priority and the order differ; most
-    # often only the order, and sorting by one number is the fast case.)
-    by_priority = sorted(new, key=_by_user_then_order if math.isnan(user) else _by_order)
-    for ts, _ in reversed(by_priority):
+    if not in_order:
+        # (In one submission only the user priority and the order differ;
+        # most often only the order, and sorting by one number is faster.)
+        new.sort(key=_by_user_then_order if math.isnan(user) else _by_order)
+    for ts in reversed(new):
         if ts.exception_blame is ts:
             s.transition(ts, "erred", stimulus_id)
         elif (ts.who_wants or ts.n_waiters) and ts.state == "released":
@@ -159,18 +166,49 @@ def update_graph(s: SchedulerState, ev: m.UpdateGraph) -> None:
             log_entry((ts.key, "released", ts.state, stimulus_id))
             if s.validate_enabled:
                 s._touched[ts] = None
-    for ts, _ in new:
+    if len(new) > n_depended + n_wanted_leaves:
+        # Some new task has no dependent and no client wants it.
         # (Erred too: a task failed at submission that nobody wants would
         # otherwise be kept forever.)
-        if (ts.state in ("released", "erred") and not ts.dependents
-                and not (ts.who_wants or ts.n_waiters)):
-            s.recommend(ts, "forgotten")
+        for ts in new:
+            if (ts.state in ("released", "erred") and not ts.dependents
+                    and not (ts.who_wants or ts.n_waiters)):
+                s.recommend(ts, "forgotten")
     for key in ev.wanted:
         wts = s.tasks.get(key)
         if wts is not None and wts.state == "released":
             # A known key wanted again (kept as lineage of a result, or
             # released since): it must be computed again.
             s.recommend(wts, "waiting")
+
+
+def _link(tasks: dict[m.Key, TaskState], ts: TaskState, dep_keys: tuple[m.Key, ...],
+          generation: int, last_pass: bool) -> int:
+    """Link ``ts`` with its dependencies; return how many tasks of this
+    submission (``generation``) got their first dependent. Before the last
+    pass, -1 (and nothing linked) if a dependency is not known yet."""
+    deps: list[TaskState] = []
+    for dep_key in dep_keys:
+        dts = tasks.get(dep_key)
+        if dts is None:
+            if not last_pass:
+                return -1
+            # The client referenced a key that is gone (its future was released).
+            ts.exception_text = (
+                f"Task {ts.key!r} depends on {dep_key!r}, which the scheduler "
+                "does not hold (was its future released or cancelled?)"
+            )
+            ts.exception_blame = ts
+            continue
+        deps.append(dts)
+    n_first = 0
+    for dts in deps:
+        dependents = dts.dependents
+        if not dependents and dts.q_generation == generation:
+            n_first += 1
+        dependents[ts] = None
+    ts.dependencies = tuple(deps) if len(deps) < 2 else tuple(dict.fromkeys(deps))
+    return n_first
 
 
 def scattered_data(s: SchedulerState, ev: m.ScatteredData) -> None:

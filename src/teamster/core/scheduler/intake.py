@@ -152,7 +152,7 @@ def update_graph(s: SchedulerState, ev: m.UpdateGraph) -> None:
     # first, so the highest-priority task takes the first free slot.
     stimulus_id = ev.stimulus_id
     released_waiting = tr.released_waiting
-    log_entry = s._log_entry
+    log = s.log
     if not in_order:
         # (In one submission only the user priority and the order differ;
         # most often only the order, and sorting by one number is faster.)
@@ -163,7 +163,7 @@ def update_graph(s: SchedulerState, ev: m.UpdateGraph) -> None:
         elif (ts.who_wants or ts.n_waiters) and ts.state == "released":
             # (transition() inlined: this runs for every task submitted.)
             released_waiting(s, ts, stimulus_id)
-            log_entry((ts.key, "released", ts.state, stimulus_id))
+            log.append(ts.key, "released", ts.state, stimulus_id)
             if s.validate_enabled:
                 s._touched[ts] = None
     if len(new) > n_depended + n_wanted_leaves:

@@ -44,7 +44,8 @@ from teamster.core.scheduler.retire import Retirement
 from teamster.core.scheduler.stealing import Stealing
 from teamster.core.scheduler.validation import validate_state, validate_task
 from teamster.core.scheduler.worklists import Stack
-from teamster.core.story import InvalidTransition, InvariantError, StoryEntry, TransitionLog
+from teamster.core.story import InvalidTransition, InvariantError, StoryEntry
+from teamster.core.transition_log import TransitionLog
 
 #: A task running this long, and over twice its estimate, blocks its thread:
 #: once every thread of a worker is blocked, its queued tasks are taken back.
@@ -97,7 +98,6 @@ class SchedulerState:
         self.report = BalanceReport()
         self.heartbeat_timeout = heartbeat_timeout
         self.log = TransitionLog(transition_log_length)
-        self._log_entry = self.log.append_entry
         self.validate_enabled = validate
         #: Instructions produced by the event being handled.
         self.out: list[SchedulerInstruction] = []
@@ -183,7 +183,7 @@ class SchedulerState:
             return
         if not tr.make(self, ts, start, finish, stimulus_id):
             raise InvalidTransition(ts.key, start, finish, self.story(ts.key))
-        self._log_entry((ts.key, start, ts.state, stimulus_id))
+        self.log.append(ts.key, start, ts.state, stimulus_id)
         if self.validate_enabled:
             # Only validation reads (and clears) it; kept otherwise it would
             # pin every task ever seen (found by teamster.sim at 1M tasks).
@@ -195,7 +195,7 @@ class SchedulerState:
         # measured at 1,000 simulated workers.
         tasks = self._rec_tasks
         finishes = self._rec_finishes
-        log_entry = self._log_entry
+        log = self.log
         validating = self.validate_enabled
         while tasks.n:
             ts = tasks.pop()
@@ -209,9 +209,9 @@ class SchedulerState:
             if not tr.make(self, ts, start, finish, stimulus_id):
                 # Overtaken by a later transition (e.g. a dependent recommended
                 # for processing was released meanwhile): record and drop.
-                log_entry((ts.key, start, f"skip:{finish}", stimulus_id))
+                log.append(ts.key, start, f"skip:{finish}", stimulus_id)
                 continue
-            log_entry((ts.key, start, ts.state, stimulus_id))
+            log.append(ts.key, start, ts.state, stimulus_id)
             if validating:
                 self._touched[ts] = None
 
@@ -337,9 +337,6 @@ class SchedulerState:
         if not ws.refill:
             ws.refill = True
             self._freed.push(ws)
-
-    def log_entry(self, key: m.Key, start: str, finish: str, stimulus_id: str) -> None:
-        self._log_entry((key, start, finish, stimulus_id))
 
     def assign(self, ts: TaskState, ws: WorkerInfo, stimulus_id: str) -> None:
         duration = ts.prefix.duration_average  # (placement.estimate_duration, inlined)

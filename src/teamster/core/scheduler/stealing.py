@@ -195,13 +195,13 @@ class Stealing:
         stop_fetching_inputs(ts, victim)
         if (thief is not None and s.workers.get(thief.address) is thief
                 and s.placement.may_run(ts, thief)):
-            s.log_entry(ts.key, "processing", f"stolen:{victim.address}->{thief.address}",
+            s.log.append(ts.key, "processing", f"stolen:{victim.address}->{thief.address}",
                         ev.stimulus_id)
             s.assign(ts, thief, ev.stimulus_id)
         else:
             # Taken back, or the thief left meanwhile: place it like any ready task.
             ts.state = "waiting"
-            s.log_entry(ts.key, "processing", "waiting", ev.stimulus_id)
+            s.log.append(ts.key, "processing", "waiting", ev.stimulus_id)
             s.recommend(ts, "processing")
 
     def validate(self) -> None:

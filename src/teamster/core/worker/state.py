@@ -17,7 +17,8 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from teamster.core import messages as m
-from teamster.core.story import InvalidTransition, StoryEntry, TransitionLog
+from teamster.core.story import InvalidTransition, StoryEntry
+from teamster.core.transition_log import TransitionLog
 from teamster.core.worker import events as ev
 from teamster.core.worker import validation
 from teamster.core.worker.entities import NO_RESOURCES, NO_TASKS, WorkerTask

@@ -144,7 +144,8 @@ def update_graph(s: SchedulerState, ev: m.UpdateGraph) -> None:
     for key in ev.wanted:
         wts = s.tasks.get(key)
         if wts is not None:
-            if wts.q_generation == generation and not wts.dependents and not wts.who_wants:
+            if (wts.q_generation == generation and not wts.has_dependents()
+                    and not wts.who_wants):
                 n_wanted_leaves += 1
             s._want(cs, wts, ev.stimulus_id)
     # Ready tasks are recommended for processing as they are met, and
@@ -171,7 +172,7 @@ def update_graph(s: SchedulerState, ev: m.UpdateGraph) -> None:
         # (Erred too: a task failed at submission that nobody wants would
         # otherwise be kept forever.)
         for ts in new:
-            if (ts.state in ("released", "erred") and not ts.dependents
+            if (ts.state in ("released", "erred") and not ts.has_dependents()
                     and not (ts.who_wants or ts.n_waiters)):
                 s.recommend(ts, "forgotten")
     for key in ev.wanted:
@@ -203,10 +204,9 @@ def _link(tasks: dict[m.Key, TaskState], ts: TaskState, dep_keys: tuple[m.Key, .
         deps.append(dts)
     n_first = 0
     for dts in deps:
-        dependents = dts.dependents
-        if not dependents and dts.q_generation == generation:
+        if dts.q_generation == generation and not dts.has_dependents():
             n_first += 1
-        dependents[ts] = None
+        dts.add_dependent(ts)
     ts.dependencies = tuple(deps) if len(deps) < 2 else tuple(dict.fromkeys(deps))
     return n_first
 

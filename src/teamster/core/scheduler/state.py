@@ -458,7 +458,7 @@ class SchedulerState:
                 continue
             if ts.state in ("released", "erred"):
                 # An erred task with dependents stays: it explains their failure.
-                if not ts.dependents:
+                if not ts.has_dependents():
                     self.recommend(ts, "forgotten")
             else:
                 self.recommend(ts, "released")

@@ -51,7 +51,7 @@ def _leave_dependencies(s: SchedulerState, ts: TaskState) -> None:
 def _after_release(s: SchedulerState, ts: TaskState) -> None:
     if ts.who_wants or ts.n_waiters:
         s.recommend(ts, "waiting")
-    elif not ts.dependents and not ts.who_wants:
+    elif not ts.has_dependents() and not ts.who_wants:
         s.recommend(ts, "forgotten")
 
 
@@ -171,13 +171,13 @@ def _on_memory(s: SchedulerState, ts: TaskState, stimulus_id: str) -> None:
         for cs in ts.who_wants:
             s.out.append(SendToClient(cs.client_id, msg))
     ready = []
-    for dts in ts.dependents:
-        # A waiting dependent counts this input among those it waits for:
-        # it was not in memory when the dependent started waiting, or it
-        # left memory since (``memory_released`` counts it again).
-        if dts.state == "waiting":
-            dts.n_waiting -= 1
-            if not dts.n_waiting:
+    dependent = ts.dependent  # (the usual single dependent: no collection built)
+    if dependent is not None:
+        if _input_arrived(dependent):
+            ready.append(dependent)
+    elif ts.more_dependents:
+        for dts in ts.more_dependents:
+            if _input_arrived(dts):
                 ready.append(dts)
     # Recommendations run last in, first out: recommend the lowest priority
     # first so the highest-priority dependent takes the first free slot.
@@ -189,6 +189,19 @@ def _on_memory(s: SchedulerState, ts: TaskState, stimulus_id: str) -> None:
     _leave_dependencies(s, ts)
     if not (ts.who_wants or ts.n_waiters):
         s.recommend(ts, "released")
+
+
+def _input_arrived(dts: TaskState) -> bool:
+    """One more input of dependent ``dts`` is in memory: has it all of them now?
+
+    A waiting dependent counts this input among those it waits for: it was
+    not in memory when the dependent started waiting, or it left memory
+    since (``memory_released`` counts it again).
+    """
+    if dts.state == "waiting":
+        dts.n_waiting -= 1
+        return not dts.n_waiting
+    return False
 
 
 def released_memory(s: SchedulerState, ts: TaskState, stimulus_id: str) -> None:
@@ -289,12 +302,13 @@ def erred_released(s: SchedulerState, ts: TaskState, stimulus_id: str) -> None:
 
 
 def released_forgotten(s: SchedulerState, ts: TaskState, stimulus_id: str) -> None:
-    if ts.dependents or ts.who_wants:
+    if ts.has_dependents() or ts.who_wants:
         return  # stale: something needs it again
     ts.state = "forgotten"
     for dts in ts.dependencies:
-        del dts.dependents[ts]
-        if dts.state in ("released", "erred") and not dts.dependents and not dts.who_wants:
+        dts.remove_dependent(ts)
+        if (dts.state in ("released", "erred") and not dts.has_dependents()
+                and not dts.who_wants):
             s.recommend(dts, "forgotten")
         elif dts.state == "memory" and not (dts.who_wants or dts.n_waiters):
             s.recommend(dts, "released")
@@ -302,7 +316,7 @@ def released_forgotten(s: SchedulerState, ts: TaskState, stimulus_id: str) -> No
 
 
 def erred_forgotten(s: SchedulerState, ts: TaskState, stimulus_id: str) -> None:
-    if ts.dependents or ts.who_wants:
+    if ts.has_dependents() or ts.who_wants:
         return
     erred_released(s, ts, stimulus_id)
     released_forgotten(s, ts, stimulus_id)

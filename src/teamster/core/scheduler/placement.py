@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from itertools import islice
 from typing import TYPE_CHECKING, Final
 
 from teamster.core.messages import REPORT_AT_ONCE_BYTES
@@ -278,23 +277,33 @@ class Placement:
             top = (deps if len(deps) <= DEPENDENCY_CANDIDATES else
                    sorted(deps, key=_larger_first)[:DEPENDENCY_CANDIDATES])
             measured = ts.prefix.duration_average is not None
+            # (Counted loops, not islice: in compiled code an islice is a
+            # Python object, ~600 instructions per task.)
             for dts in top:
                 if measured and dts.nbytes >= SMALL_INPUT:
                     # Busy or not: the first few (who_has rotates as
                     # ComputeTasks name its holders, so others come next).
-                    for ws in islice(dts.who_has, BUSY_HOLDERS):
+                    taken = 0
+                    for ws in dts.who_has:
                         cand[ws] = None
+                        taken += 1
+                        if taken == BUSY_HOLDERS:
+                            break
                 else:
                     # A small input is not worth waiting for, nor a large one
                     # while the task's duration is a guess (late binding
                     # explores): its holders count only while idle.
                     found = 0
-                    for ws in islice(dts.who_has, HOLDER_SCAN):
+                    scanned = 0
+                    for ws in dts.who_has:
                         if ws.is_idle:
                             cand[ws] = None
                             found += 1
                             if found == BUSY_HOLDERS:
                                 break
+                        scanned += 1
+                        if scanned == HOLDER_SCAN:
+                            break
         for ws in state.idle.rotate(IDLE_CANDIDATES):
             cand[ws] = None
         filling = self.filling
@@ -306,7 +315,11 @@ class Placement:
         # input: the score bounds how deep it gets.)
         best_score = math.inf
         best = None
-        moves_data = any(dts.nbytes > 0 for dts in deps)
+        moves_data = False
+        for dts in deps:
+            if dts.nbytes > 0:
+                moves_data = True
+                break
         for ws in cand:
             score = ws.occupancy / ws.nthreads
             if moves_data and score < best_score:

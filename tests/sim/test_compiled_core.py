@@ -107,3 +107,43 @@ def test_native_messages_are_values_when_compiled(compiled_env: dict[str, str]) 
                           env=compiled_env, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().endswith(".so"), proc.stdout
+
+
+def test_the_transition_log_and_ready_queue_work_when_compiled(
+        compiled_env: dict[str, str]) -> None:
+    """Their index arithmetic is compiled C (tests/core covers the source):
+    the log must keep the last entries in order across chunks and wrap-around,
+    and the queue must pop in priority order after removals."""
+    code = (
+        "import random\n"
+        "import teamster.core.transition_log as t\n"
+        "from teamster.core.scheduler.entities import TaskPrefix, TaskState\n"
+        "from teamster.core.scheduler.intake import set_priority\n"
+        "from teamster.core.scheduler.ready_queue import ReadyQueue\n"
+        "rng = random.Random(0)\n"
+        "for maxlen in (1, 7, t._CHUNK - 1, t._CHUNK + 3):\n"
+        "    log, entries = t.TransitionLog(maxlen), []\n"
+        "    for n in range(2 * t._CHUNK + 5):\n"
+        "        e = (rng.randrange(3), 'a', 'b', str(n))\n"
+        "        entries.append(e)\n"
+        "        log.append(*e)\n"
+        "    assert [tuple(e) for e in log.story(0, 1, 2)] == entries[-maxlen:], maxlen\n"
+        "q, p = ReadyQueue(), TaskPrefix('t')\n"
+        "tasks = [TaskState(('t', i), p, None) for i in range(300)]\n"
+        "for ts in tasks:\n"
+        "    set_priority(ts, (rng.randrange(3), rng.randrange(50)), 1)\n"
+        "    q.push(ts)\n"
+        "for ts in tasks[::3]:\n"
+        "    q.remove(ts)\n"
+        "left = [ts for i, ts in enumerate(tasks) if i % 3]\n"
+        "left.sort(key=lambda ts: (ts.q_user, ts.q_order, ts.queue_seq))\n"
+        "out = []\n"
+        "while (ts := q.pop()) is not None:\n"
+        "    out.append(ts)\n"
+        "assert out == left\n"
+        "print(t.__file__)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=compiled_env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().endswith(".so"), proc.stdout

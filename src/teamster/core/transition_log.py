@@ -26,7 +26,7 @@ _CHUNK: Final = 4096
 class TransitionLog:
     """The last ``maxlen`` transitions of a state machine, oldest first."""
 
-    __slots__ = ("chunks", "maxlen", "n", "next")
+    __slots__ = ("chunks", "maxlen", "n", "next", "chunk", "slot")
 
     def __init__(self, maxlen: int = 100_000) -> None:
         if maxlen < 1:
@@ -34,28 +34,47 @@ class TransitionLog:
         self.maxlen = maxlen
         #: Entry i is at ``chunks[i // _CHUNK][4 * (i % _CHUNK):][:4]``;
         #: chunks are allocated as the log first reaches them.
-        self.chunks: list[list[Any]] = []
+        self.chunks: list[list[Any]] = [self._new_chunk(0)]
         #: How many entries it holds.
         self.n = 0
-        #: Where the next entry goes (over the oldest, once it is full).
+        #: Where the next entry goes (over the oldest, once it is full): entry
+        #: ``next``, at ``slot`` in ``chunk``. (Kept both ways so that an
+        #: append does no index arithmetic: each operation on a Python int is
+        #: a function call in compiled code.)
         self.next = 0
+        self.chunk = self.chunks[0]
+        self.slot = 0
+
+    def _new_chunk(self, c: int) -> list[Any]:
+        return [None] * (4 * min(_CHUNK, self.maxlen - c * _CHUNK))
 
     def append(self, key: Any, start: str, finish: str, stimulus_id: str) -> None:
-        i = self.next
-        c = i // _CHUNK
-        chunks = self.chunks
-        if c == len(chunks):
-            chunks.append([None] * (4 * min(_CHUNK, self.maxlen - c * _CHUNK)))
-        chunk = chunks[c]
-        j = 4 * (i - c * _CHUNK)
+        chunk = self.chunk
+        j = self.slot
         chunk[j] = key
         chunk[j + 1] = start
         chunk[j + 2] = finish
         chunk[j + 3] = stimulus_id
-        i += 1
-        self.next = i if i < self.maxlen else 0
+        j += 4
+        if j < len(chunk):
+            self.slot = j
+            self.next += 1
+        else:
+            self._next_chunk()
         if self.n < self.maxlen:
             self.n += 1
+
+    def _next_chunk(self) -> None:
+        """The current chunk is full: move to the next (back to the first at the end)."""
+        nxt = self.next + 1
+        if nxt == self.maxlen:
+            nxt = 0
+        c = nxt // _CHUNK
+        if c == len(self.chunks):
+            self.chunks.append(self._new_chunk(c))
+        self.next = nxt
+        self.chunk = self.chunks[c]
+        self.slot = 0
 
     def _entry(self, i: int) -> StoryEntry:
         chunk = self.chunks[i // _CHUNK]

@@ -66,3 +66,24 @@ def test_the_array_is_kept_between_uses_unless_it_grew_large() -> None:
     while stack.n:
         stack.pop()
     assert stack.items == []  # a huge one (a whole graph released) is let go
+
+
+def test_recommendations_pop_pairs_last_in_first_out_and_mark_the_live_one() -> None:
+    from teamster.core.scheduler.entities import TaskPrefix, TaskState
+    from teamster.core.scheduler.worklists import Recommendations
+
+    prefix = TaskPrefix("t")
+    x, y = TaskState("x", prefix, None), TaskState("y", prefix, None)
+    recs = Recommendations()
+    recs.push(x, "waiting")
+    recs.push(y, "processing")
+    recs.push(x, "released")  # replaces x's first: that pair goes stale
+    popped = []
+    while recs.top:
+        ts, finish = recs.pop()
+        popped.append((ts.key, finish, ts.rec_index == recs.top))
+    assert popped == [("x", "released", True), ("y", "processing", True),
+                      ("x", "waiting", False)]
+    assert all(slot is None for slot in recs.items)
+    with pytest.raises(IndexError, match="empty Recommendations"):
+        recs.pop()

@@ -136,7 +136,7 @@ class TaskState:
         self.who_has: dict[WorkerInfo, None] = NO_HOLDERS
         self.key = key
         self.state = "released"
-        #: Its pending recommendation's place in ``SchedulerState._rec_tasks``;
+        #: Its pending recommendation's slot in ``SchedulerState._recs``;
         #: -1 when none is pending (see ``SchedulerState.recommend``).
         self.rec_index = -1
         #: How many dependencies are not in memory; non-zero only while

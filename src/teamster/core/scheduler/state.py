@@ -43,7 +43,7 @@ from teamster.core.scheduler.report import BalanceReport
 from teamster.core.scheduler.retire import Retirement
 from teamster.core.scheduler.stealing import Stealing
 from teamster.core.scheduler.validation import validate_state, validate_task
-from teamster.core.scheduler.worklists import Stack
+from teamster.core.scheduler.worklists import Recommendations, Stack
 from teamster.core.story import InvalidTransition, InvariantError, StoryEntry
 from teamster.core.transition_log import TransitionLog
 
@@ -106,10 +106,8 @@ class SchedulerState:
         # reallocated its table, and a removal and re-insertion per
         # recommendation took two generic method calls (10.6% of the
         # instructions per task, compiled, counted by callgrind).
-        #: Pending recommendations, last in, first out: tasks and the states
-        #: recommended. An entry is live iff its index is the task's ``rec_index``.
-        self._rec_tasks: Stack[TaskState] = Stack()
-        self._rec_finishes: Stack[str] = Stack()
+        #: Pending recommendations, last in, first out (worklists.py).
+        self._recs = Recommendations()
         #: Workers that may have room (each with ``refill`` set; see ``freed``).
         self._freed: Stack[WorkerInfo] = Stack()
         #: The worker that reported a result in this event, and that task
@@ -155,9 +153,9 @@ class SchedulerState:
         handler(event)
         if self.retirement.retiring:
             self.retirement.after_event(event)
-        if self._rec_tasks.n or self._freed.n:
+        if self._recs.top or self._freed.n:
             stimulus_id = event.stimulus_id  # (read once: see _task_finished)
-            if self._rec_tasks.n:
+            if self._recs.top:
                 self._run_recommendations(stimulus_id)
             if self._freed.n:
                 self._fill_freed(stimulus_id)
@@ -174,8 +172,7 @@ class SchedulerState:
         # On top, replacing any earlier one (left below, stale): recommendations
         # run last in, first out, and the latest recommendation's position is
         # what callers order by priority.
-        ts.rec_index = self._rec_tasks.push(ts)
-        self._rec_finishes.push(finish)
+        self._recs.push(ts, finish)
 
     def transition(self, ts: TaskState, finish: str, stimulus_id: str) -> None:
         start = ts.state
@@ -193,14 +190,12 @@ class SchedulerState:
         # transition() inlined: this loop runs ~5 times per task and the
         # extra call and table lookup were ~2 us of the ~30 us per task
         # measured at 1,000 simulated workers.
-        tasks = self._rec_tasks
-        finishes = self._rec_finishes
+        recs = self._recs
         log = self.log
         validating = self.validate_enabled
-        while tasks.n:
-            ts = tasks.pop()
-            finish = finishes.pop()
-            if ts.rec_index != tasks.n:
+        while recs.top:
+            ts, finish = recs.pop()
+            if ts.rec_index != recs.top:
                 continue  # replaced by a later recommendation, run already
             ts.rec_index = -1
             start = ts.state

@@ -90,6 +90,14 @@ def test_every_state_machine_module_is_compiled(package: str) -> None:
     assert missing == [], f"add to [tool.teamster] compiled-core in pyproject.toml: {missing}"
 
 
+def run_compiled(code: str, env: dict[str, str]) -> None:
+    """Run ``code`` on the compiled build; it must pass and print a module's path there."""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().endswith(".so"), proc.stdout
+
+
 def test_native_messages_are_values_when_compiled(compiled_env: dict[str, str]) -> None:
     """Compiled, a native class would pickle by building itself without
     arguments, and a float field would turn an int into a float: the
@@ -103,10 +111,7 @@ def test_native_messages_are_values_when_compiled(compiled_env: dict[str, str]) 
         "assert m.MESSAGE_TYPES[m.ComputeTask.tag] is m.ComputeTask\n"
         "print(n.__file__)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=compiled_env, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.strip().endswith(".so"), proc.stdout
+    run_compiled(code, compiled_env)
 
 
 def test_the_transition_log_and_ready_queue_work_when_compiled(
@@ -143,7 +148,4 @@ def test_the_transition_log_and_ready_queue_work_when_compiled(
         "assert out == left\n"
         "print(t.__file__)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=compiled_env, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.strip().endswith(".so"), proc.stdout
+    run_compiled(code, compiled_env)

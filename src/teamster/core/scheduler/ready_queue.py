@@ -90,11 +90,6 @@ class ReadyQueue:
         """The first task in line, left in the queue."""
         return self.heap[0] if self.heap else None
 
-    def in_order(self) -> list[TaskState]:
-        """The queued tasks in the order they would come out (a copy; O(n log n))."""
-        return sorted(self.heap, key=lambda ts: (ts.q_user, ts.q_generation, ts.q_order,
-                                                  ts.queue_seq))
-
     def _sift_up(self, i: int, ts: TaskState) -> None:
         """Place ``ts`` at hole ``i`` or above it."""
         heap = self.heap

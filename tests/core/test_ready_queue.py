@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -103,3 +104,12 @@ def test_priorities_beyond_a_float_keep_their_order() -> None:
         queue.push(ts)
     assert huge.q_user == -math.inf and tiny.q_user == math.inf
     assert _line_of(queue) == [huge, normal, tiny]
+
+
+def test_removing_a_task_that_is_not_queued_is_refused_and_harms_nothing() -> None:
+    queue = ReadyQueue()
+    a, b = _task(0, 0, 1, 0), _task(1, 0, 1, 1)
+    queue.push(a)
+    with pytest.raises(ValueError, match="not in the ready queue"):
+        queue.remove(b)
+    assert _line_of(queue) == [a]

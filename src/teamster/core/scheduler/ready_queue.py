@@ -76,6 +76,9 @@ class ReadyQueue:
         """Take ``ts`` out of the queue, wherever it is in line."""
         heap = self.heap
         i = ts.queue_index
+        if i < 0:
+            # (Popping the last task regardless would corrupt the heap.)
+            raise ValueError(f"{ts!r} is not in the ready queue")
         last = heap.pop()
         if last is not ts:
             # The last task fills the hole; it may belong above or below it.

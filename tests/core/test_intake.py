@@ -50,3 +50,21 @@ def test_an_unwanted_dependent_is_forgotten_and_its_input_kept_for_the_other() -
     assert out == [compute(A, "x", (0, 1, 0), "g1")]
     assert list(s.tasks) == ["x", "y"]
     assert list(s.tasks["x"].dependents) == [s.tasks["y"]]
+
+
+def test_priorities_reach_the_worker_exactly_as_given() -> None:
+    """The scheduler keeps a priority as numbers and rebuilds the tuple it
+    sends: ints come back as the same ints; what floats cannot carry (huge
+    ints, a float user priority) is kept as given."""
+    s = scheduler(register_worker(A))
+    huge = 2**60 + 1  # (not exact as a float)
+    out = s.handle(graph("c", spec("a", priority=(0, 5)), spec("b", priority=(-huge, 6)),
+                         spec("c", priority=(0.5, 7)), sid="g1"))
+    assert s.tasks["a"].priority == (0, 1, 5)
+    assert [type(x) for x in s.tasks["a"].priority] == [int, int, int]
+    assert s.tasks["b"].priority == (huge, 1, 6)
+    assert s.tasks["c"].priority == (-0.5, 1, 7)
+    # (Each its own prefix: one task per thread; the highest priority first.)
+    assert out == [compute(A, "c", (-0.5, 1, 7), "g1")]
+    assert s.handle(finished(s, A, "c", sid="f-c"))[1:] == [compute(A, "a", (0, 1, 5), "f-c")]
+    assert s.handle(finished(s, A, "a", sid="f-a"))[1:] == [compute(A, "b", (huge, 1, 6), "f-a")]

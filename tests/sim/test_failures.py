@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from teamster.core.scheduler import SchedulerState
-from teamster.core.scheduler.entities import NO_HOLDERS
 from teamster.sim import Simulation, SimulationError, WorkerSpec, build_workload
 from teamster.sim.run import SMALL_RUN
 
@@ -13,9 +12,7 @@ from teamster.sim.run import SMALL_RUN
 def corrupt_add_replica(monkeypatch: pytest.MonkeyPatch) -> None:
     """A planted bug: the scheduler forgets to mirror who_has into has_what."""
     def add_replica(self: SchedulerState, ts: object, ws: object) -> None:
-        # (A new dict: writing into a task's first, shared NO_HOLDERS would be
-        # caught as that instead.)
-        ts.who_has = {**ts.who_has, ws: None}  # type: ignore[attr-defined]
+        ts.add_holder(ws)  # type: ignore[attr-defined]
 
     monkeypatch.setattr(SchedulerState, "add_replica", add_replica)
 
@@ -32,21 +29,22 @@ def test_invariant_failure_names_seed_event_and_story(monkeypatch: pytest.Monkey
     assert "processing -> memory" in text  # the story of the key
 
 
-def test_writing_into_the_shared_empty_who_has_is_caught(monkeypatch: pytest.MonkeyPatch
-                                                          ) -> None:
-    """Tasks share one empty ``who_has`` until a first holder: an insert in
-    place would give every task that holder."""
+def test_holders_kept_two_ways_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A result's single holder is kept in ``holder``; from a second on,
+    ``more_holders`` holds them all. A second holder added beside the first
+    instead of with it would lose the first from ``who_has``."""
     def add_replica(self: SchedulerState, ts: object, ws: object) -> None:
-        ts.who_has[ws] = None  # type: ignore[attr-defined]
+        if ts.holder is None:  # type: ignore[attr-defined]
+            ts.holder = ws  # type: ignore[attr-defined]
+        elif ts.holder is not ws:  # type: ignore[attr-defined]
+            ts.more_holders = {ws: None}  # type: ignore[attr-defined]
         ws.has_what.add(ts)  # type: ignore[attr-defined]
+        ws.nbytes += max(ts.nbytes, 0)  # type: ignore[attr-defined]
 
     monkeypatch.setattr(SchedulerState, "add_replica", add_replica)
     sim = Simulation(build_workload("random-dag", workers=3, tasks=50, seed=42))
-    try:
-        with pytest.raises(SimulationError, match="NO_HOLDERS"):
-            sim.run()
-    finally:
-        NO_HOLDERS.clear()  # (shared by every scheduler in this process)
+    with pytest.raises(SimulationError, match="holders kept two ways"):
+        sim.run()
 
 
 def test_every_k_validation_catches_it_too(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -68,7 +68,8 @@ class TaskState:
         "dependent",
         "more_dependents",
         "nbytes",
-        "who_has",
+        "holder",
+        "more_holders",
         "key",
         "state",
         "rec_index",
@@ -81,7 +82,6 @@ class TaskState:
         "prev_here",
         "next_here",
         "dependencies",
-        "priority",
         "run_spec",
         "lost_runs",
         "worker_restrictions",
@@ -98,6 +98,7 @@ class TaskState:
         "traceback",
         "exception_text",
         "exception_blame",
+        "priority_kept",
     )
 
     def __init__(self, key: Key, prefix: TaskPrefix, run_spec: Serialized | None) -> None:
@@ -131,9 +132,14 @@ class TaskState:
         self.dependent: TaskState | None = None
         self.more_dependents: dict[TaskState, None] | None = None
         self.nbytes = -1
-        #: Workers holding the result; non-empty iff state == "memory".
-        #: Until a first holder, the shared ``NO_HOLDERS``.
-        self.who_has: dict[WorkerInfo, None] = NO_HOLDERS
+        # The workers holding its result (``who_has`` gives them all, in the
+        # order they got it; some iff state == "memory"). Most results have
+        # one holder, held in ``holder``; from a second on, ``more_holders``
+        # holds them all, and ``holder`` is None. A dict per result, as
+        # before, was an object (and a table) per task to allocate when it
+        # finished and to free, cold, when the graph was forgotten.
+        self.holder: WorkerInfo | None = None
+        self.more_holders: dict[WorkerInfo, None] | None = None
         self.key = key
         self.state = "released"
         #: Its pending recommendation's slot in ``SchedulerState._recs``;
@@ -170,9 +176,6 @@ class TaskState:
         #: allocation instead of a dict (at a million tasks the scheduler's
         #: cost per task is mostly cache misses on its own objects).
         self.dependencies: tuple[TaskState, ...] = ()
-        #: (-user priority, submission, order): sent to the worker; the
-        #: ready queue orders by its numeric copy, ``q_user`` to ``q_order``.
-        self.priority: Priority = ()
         #: Opaque callable and arguments; None for data that was scattered.
         self.run_spec = run_spec
         #: How many workers died while it was assigned to them (running or
@@ -198,6 +201,24 @@ class TaskState:
         self.exception_text = ""
         #: The task whose failure made this one fail (itself if it raised).
         self.exception_blame: TaskState | None = None
+        #: The priority as given, when its numbers are not ints that survive
+        #: as floats (see ``priority``); else empty.
+        self.priority_kept: Priority = ()
+
+    @property
+    def priority(self) -> Priority:
+        """(-user priority, submission, order): sent to the worker.
+
+        Rebuilt from its numeric copy (``q_user`` to ``q_order``, which the
+        ready queue orders by), not kept as a tuple per task: a tuple and
+        the int in it were two more objects per task to allocate at
+        submission and to free, cold, at the end (each freed object also
+        unlinks from the garbage collector's list, touching two more).
+        """
+        kept = self.priority_kept
+        if kept:
+            return kept
+        return (int(self.q_user), self.q_generation, int(self.q_order))
 
     def __repr__(self) -> str:
         return f"<Task {self.key!r} {self.state}>"
@@ -230,6 +251,53 @@ class TaskState:
             self.dependent = None
         else:
             raise KeyError(ts)
+
+    @property
+    def who_has(self) -> Collection[WorkerInfo]:
+        """The workers holding its result, in the order they got it (read-only)."""
+        if self.more_holders is not None:
+            return self.more_holders
+        return () if self.holder is None else (self.holder,)
+
+    def n_holders(self) -> int:
+        if self.more_holders is not None:
+            return len(self.more_holders)
+        return 0 if self.holder is None else 1
+
+    def has_holder(self, ws: WorkerInfo) -> bool:
+        if self.more_holders is not None:
+            return ws in self.more_holders
+        return self.holder is ws
+
+    def add_holder(self, ws: WorkerInfo) -> bool:
+        """Count ``ws`` among the holders; False if it already was."""
+        more = self.more_holders
+        if more is not None:
+            if ws in more:
+                return False
+            more[ws] = None
+            return True
+        holder = self.holder
+        if holder is None:
+            self.holder = ws
+            return True
+        if holder is ws:
+            return False
+        self.more_holders = {holder: None, ws: None}
+        self.holder = None
+        return True
+
+    def remove_holder(self, ws: WorkerInfo) -> None:
+        """``ws`` no longer holds the result (KeyError if it did not)."""
+        more = self.more_holders
+        if more is not None:
+            del more[ws]
+            if not more:
+                self.more_holders = None
+        elif self.holder is ws:
+            self.holder = None
+        else:
+            raise KeyError(ws)
 
     @property
     def restricted(self) -> bool:
@@ -490,14 +558,6 @@ def holding_order(ts: TaskState) -> tuple[int, str]:
     the order they were assigned (run ids are unique), then scattered data,
     never assigned, by key."""
     return (ts.run_id, "") if ts.run_id >= 0 else (-1, repr(ts.key))
-
-
-#: The ``who_has`` of every task no worker has held yet: one shared empty
-#: dict instead of one per task (64 bytes each by tracemalloc, about 60 MB of
-#: peak RSS at a million tasks, and one more cold object to read when the
-#: task finishes). Never mutated: ``SchedulerState.add_replica`` replaces
-#: it; validation checks it stays empty.
-NO_HOLDERS: Final[dict[WorkerInfo, None]] = {}
 
 
 class ClientInfo:

@@ -50,9 +50,14 @@ def set_priority(ts: TaskState, priority: m.Priority, generation: int) -> None:
     """
     user: Any = -priority[0] if priority else 0
     order: Any = priority[1] if len(priority) >= 2 else 0
-    ts.priority = (user, generation, order)
-    ts.q_user = _as_float(user)
     ts.q_generation = generation
+    if (type(user) is int and type(order) is int and -_EXACT <= user <= _EXACT
+            and -_EXACT <= order <= _EXACT):
+        ts.q_user = float(user)  # (``TaskState.priority`` rebuilds them exactly)
+        ts.q_order = float(order)
+        return
+    ts.priority_kept = (user, generation, order)
+    ts.q_user = _as_float(user)
     ts.q_order = _as_float(order)
 
 

@@ -178,8 +178,7 @@ class Placement:
             nbytes = dts.nbytes
             if nbytes <= 0:
                 continue
-            holders = dts.who_has
-            if ws in holders:
+            if dts.has_holder(ws):
                 continue
             one = nbytes / bw
             if nbytes < LARGE_TRANSFER:
@@ -191,7 +190,7 @@ class Placement:
                 if ws in fetching:
                     continue  # already on its way there
                 n_fetching = len(fetching)
-            n_holders = len(holders) or 1
+            n_holders = dts.n_holders() or 1
             if n_fetching >= n_holders:
                 if ts.prefix.duration_average is None:
                     # Every holder's link is taken and the task's duration is
@@ -216,13 +215,12 @@ class Placement:
         from the first holder. Sending every holder cost O(workers) per
         ComputeTask (teamster.sim, large-inputs at 1,000 workers).
         """
-        who_has = dts.who_has
-        if len(who_has) <= 1:
-            for ws in who_has:  # (not a comprehension: a one-tuple is built directly)
-                return (ws.address,)
-            return ()
+        more = dts.more_holders
+        if more is None:  # (the usual single holder)
+            holder = dts.holder
+            return () if holder is None else (holder.address,)
         chosen: list[WorkerInfo] = []
-        for ws in who_has:
+        for ws in more:
             chosen.append(ws)
             if len(chosen) == HOLDERS_SENT:
                 break
@@ -230,8 +228,8 @@ class Placement:
         # already fetching from: name a different one first each time, or
         # every copy is pulled from the same holder while the others idle.
         first = chosen[0]
-        del who_has[first]
-        who_has[first] = None
+        del more[first]
+        more[first] = None
         return tuple([ws.address for ws in chosen])
 
     def score(self, ts: TaskState, ws: WorkerInfo) -> float:
@@ -283,8 +281,13 @@ class Placement:
                 if measured and dts.nbytes >= SMALL_INPUT:
                     # Busy or not: the first few (who_has rotates as
                     # ComputeTasks name its holders, so others come next).
+                    more = dts.more_holders
+                    if more is None:
+                        if dts.holder is not None:
+                            cand[dts.holder] = None
+                        continue
                     taken = 0
-                    for ws in dts.who_has:
+                    for ws in more:
                         cand[ws] = None
                         taken += 1
                         if taken == BUSY_HOLDERS:
@@ -293,9 +296,15 @@ class Placement:
                     # A small input is not worth waiting for, nor a large one
                     # while the task's duration is a guess (late binding
                     # explores): its holders count only while idle.
+                    more = dts.more_holders
+                    if more is None:
+                        holder = dts.holder
+                        if holder is not None and holder.is_idle:
+                            cand[holder] = None
+                        continue
                     found = 0
                     scanned = 0
-                    for ws in dts.who_has:
+                    for ws in more:
                         if ws.is_idle:
                             cand[ws] = None
                             found += 1
@@ -340,7 +349,7 @@ def start_fetching_inputs(ts: TaskState, ws: WorkerInfo) -> bool:
     for dts in ts.dependencies:
         if dts.nbytes >= LARGE_TRANSFER:
             reads_large = True
-            if ws not in dts.who_has:
+            if not dts.has_holder(ws):
                 if dts.fetching is None:
                     dts.fetching = {}
                 dts.fetching[ws] = None
@@ -350,7 +359,7 @@ def start_fetching_inputs(ts: TaskState, ws: WorkerInfo) -> bool:
 def stop_fetching_inputs(ts: TaskState, ws: WorkerInfo) -> None:
     """``ws`` no longer runs ``ts`` (stolen away, steal refused): undo the above."""
     for dts in ts.dependencies:
-        if dts.fetching and ws not in dts.who_has:
+        if dts.fetching and not dts.has_holder(ws):
             dts.fetching.pop(ws, None)
 
 

@@ -178,7 +178,7 @@ class Retirement:
             self._refuse(r, f"{ws.address} left before its retirement finished "
                             "(its unique data, if any, is recomputed)", stimulus_id)
             return
-        unique = sorted([ts for ts in ws.has_what if len(ts.who_has) == 1], key=holding_order)
+        unique = sorted([ts for ts in ws.has_what if ts.n_holders() == 1], key=holding_order)
         if not unique and not ws.n_processing:
             self._complete(r, stimulus_id)
             return

@@ -16,7 +16,6 @@ from teamster.core import messages as m
 from teamster.core.scheduler import intake, suspicion
 from teamster.core.scheduler import transitions as tr
 from teamster.core.scheduler.entities import (
-    NO_HOLDERS,
     ClientInfo,
     IdleRing,
     TaskPrefix,
@@ -254,7 +253,7 @@ class SchedulerState:
         """
         for dts in done.dependencies:
             readers = dts.queued_readers
-            if not readers or ws not in dts.who_has:
+            if not readers or not dts.has_holder(ws):
                 continue
             while readers and ws.is_idle:
                 ts = next(iter(readers))
@@ -369,12 +368,7 @@ class SchedulerState:
         self.freed(ws)
 
     def add_replica(self, ts: TaskState, ws: WorkerInfo) -> None:
-        who_has = ts.who_has
-        if who_has is NO_HOLDERS:
-            ts.who_has = {ws: None}
-        elif ws not in who_has:
-            who_has[ws] = None
-        else:
+        if not ts.add_holder(ws):
             return
         ws.has_what.add(ts)
         if ts.nbytes > 0:
@@ -383,7 +377,7 @@ class SchedulerState:
             ts.fetching.pop(ws, None)
 
     def remove_replica(self, ts: TaskState, ws: WorkerInfo) -> None:
-        del ts.who_has[ws]
+        ts.remove_holder(ws)
         ws.has_what.remove(ts)
         if ts.nbytes > 0:
             ws.nbytes -= ts.nbytes
@@ -534,7 +528,7 @@ class SchedulerState:
         suspicion.release_lost_tasks(self, ws, reason, stimulus_id)
         for ts in sorted(ws.has_what, key=holding_order):
             self.remove_replica(ts, ws)
-            if not ts.who_has and ts.state == "memory":
+            if not ts.n_holders() and ts.state == "memory":
                 self.transition(ts, "released", stimulus_id)
 
     def _heartbeat(self, ev: m.Heartbeat) -> None:
@@ -635,7 +629,7 @@ class SchedulerState:
                 # has adopted the new run_id) and will answer for the new
                 # run. Freeing here would cancel that run.
                 return
-            if ts is None or ws not in ts.who_has:
+            if ts is None or not ts.has_holder(ws):
                 # Only that run's result: a copy the worker acquires meanwhile
                 # (for a retirement, say) must survive this.
                 self.out.append(SendToWorker(
@@ -700,10 +694,10 @@ class SchedulerState:
     def _missing_data(self, ev: m.MissingData) -> None:
         ts = self.tasks.get(ev.key)
         errant = self.workers.get(ev.errant_worker)
-        if ts is None or errant is None or errant not in ts.who_has:
+        if ts is None or errant is None or not ts.has_holder(errant):
             return
         self.remove_replica(ts, errant)
-        if not ts.who_has and ts.state == "memory":
+        if not ts.n_holders() and ts.state == "memory":
             self.transition(ts, "released", ev.stimulus_id)
 
     def _steal_response(self, ev: m.StealResponse) -> None:

@@ -215,14 +215,18 @@ def memory_released(s: SchedulerState, ts: TaskState, stimulus_id: str) -> None:
     out = s.out
     nbytes = ts.nbytes if ts.nbytes > 0 else 0
     # (remove_replica inlined: every result is freed on every holder.)
-    for ws in ts.who_has:
-        ws.has_what.remove(ts)
-        ws.nbytes -= nbytes
-        out.append(SendToWorker(ws.address, msg))
-    # Emptied, not replaced: a new dict here and the old one's deallocation
-    # (unlinking it from the garbage collector's list touches its neighbours)
-    # were cache misses on every released result at 1,000 workers.
-    ts.who_has.clear()
+    holder = ts.holder
+    if holder is not None:
+        holder.has_what.remove(ts)
+        holder.nbytes -= nbytes
+        out.append(SendToWorker(holder.address, msg))
+        ts.holder = None
+    elif ts.more_holders is not None:
+        for ws in ts.more_holders:
+            ws.has_what.remove(ts)
+            ws.nbytes -= nbytes
+            out.append(SendToWorker(ws.address, msg))
+        ts.more_holders = None
     ts.state = "released"
     ts.fetching = None
     # Recommend first, so that it runs last (recommendations are LIFO): the

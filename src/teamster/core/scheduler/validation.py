@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from teamster.core.scheduler.entities import NO_HOLDERS, TASK_STATES, TaskState, WorkerInfo
+from teamster.core.scheduler.entities import TASK_STATES, TaskState, WorkerInfo
 from teamster.core.scheduler.placement import LARGE_TRANSFER
 from teamster.core.scheduler.ready_queue import before
 from teamster.core.story import InvariantError
@@ -30,8 +30,8 @@ def validate_task(s: SchedulerState, ts: TaskState) -> None:
         _fail(s, ts, "task not registered under its key")
     if ts.state not in TASK_STATES:
         _fail(s, ts, "unknown state")
-    if NO_HOLDERS:
-        _fail(s, ts, "the shared empty who_has (NO_HOLDERS) was written to")
+    if ts.more_holders is not None and (ts.holder is not None or not ts.more_holders):
+        _fail(s, ts, "holders kept two ways: in more_holders, which must then hold them all")
     if ts.rec_index != -1:
         _fail(s, ts, f"a recommendation (index {ts.rec_index}) outlived its event")
     for dts in ts.dependencies:

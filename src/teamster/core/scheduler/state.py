@@ -49,6 +49,10 @@ from teamster.core.transition_log import TransitionLog
 #: A task running this long, and over twice its estimate, blocks its thread:
 #: once every thread of a worker is blocked, its queued tasks are taken back.
 STUCK_AFTER: Final = 0.1
+#: Result type names kept one copy each (``type_names``); past this many
+#: distinct names (a workload returning generated classes), each result
+#: keeps its own.
+MAX_TYPE_NAMES: Final = 1_000
 
 
 
@@ -68,6 +72,8 @@ class SchedulerState:
         self.workers_by_name: dict[str, WorkerInfo] = {}
         self.clients: dict[str, ClientInfo] = {}
         self.prefixes: dict[str, TaskPrefix] = {}
+        #: One copy of each result type name (see ``_task_finished``).
+        self.type_names: dict[str, str] = {}
         #: Workers with room for more tasks (not saturated), in rotation order.
         #: Placement's least-loaded candidates come from here: under late
         #: binding every idle worker's queue is under one round trip, so
@@ -645,7 +651,15 @@ class SchedulerState:
             ws.busy_time += duration
             self.report.task_done(ts, duration, stop)
         ts.nbytes = ev.nbytes
-        ts.type_name = ev.type_name
+        # The message's name is a new string per result: kept per task, it
+        # was a million strings at a million tasks, each freed cold at the end.
+        name = ev.type_name
+        kept = self.type_names.get(name)
+        if kept is None:
+            kept = name
+            if len(self.type_names) < MAX_TYPE_NAMES:
+                self.type_names[name] = name
+        ts.type_name = kept
         self.transition(ts, "memory", stimulus_id)
 
     def _task_erred(self, ev: m.TaskErred) -> None:

@@ -143,8 +143,14 @@ def update_graph(s: SchedulerState, ev: m.UpdateGraph) -> None:
                 later.append((ts, spec))
             else:
                 n_depended += linked
+    # Only the last pass finds dependencies missing: a task failed at
+    # submission is one of these. (Knowing that no task failed saves reading
+    # ``exception_blame``, the last line of every task's record, below.)
+    failed = False
     for ts, spec in later:
         n_depended += _link(tasks, ts, spec.dependencies, generation, True)
+        if ts.exception_blame is ts:
+            failed = True
     n_wanted_leaves = 0  # new tasks without dependents that a client wants
     for key in ev.wanted:
         wts = s.tasks.get(key)
@@ -164,7 +170,7 @@ def update_graph(s: SchedulerState, ev: m.UpdateGraph) -> None:
         # most often only the order, and sorting by one number is faster.)
         new.sort(key=_by_user_then_order if math.isnan(user) else _by_order)
     for ts in reversed(new):
-        if ts.exception_blame is ts:
+        if failed and ts.exception_blame is ts:
             s.transition(ts, "erred", stimulus_id)
         elif (ts.who_wants or ts.n_waiters) and ts.state == "released":
             # (transition() inlined: this runs for every task submitted.)

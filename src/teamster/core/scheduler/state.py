@@ -74,6 +74,7 @@ class SchedulerState:
         self.prefixes: dict[str, TaskPrefix] = {}
         #: One copy of each result type name (see ``_task_finished``).
         self.type_names: dict[str, str] = {}
+        self._last_type_name = ""
         #: Workers with room for more tasks (not saturated), in rotation order.
         #: Placement's least-loaded candidates come from here: under late
         #: binding every idle worker's queue is under one round trip, so
@@ -653,12 +654,19 @@ class SchedulerState:
         ts.nbytes = ev.nbytes
         # The message's name is a new string per result: kept per task, it
         # was a million strings at a million tasks, each freed cold at the end.
+        # (Compared with the last one first: hashing the new string for a
+        # lookup cost more than the rest of this.)
         name = ev.type_name
-        kept = self.type_names.get(name)
-        if kept is None:
-            kept = name
-            if len(self.type_names) < MAX_TYPE_NAMES:
-                self.type_names[name] = name
+        kept = self._last_type_name
+        if name != kept:
+            found = self.type_names.get(name)
+            if found is not None:
+                kept = found
+            else:
+                kept = name
+                if len(self.type_names) < MAX_TYPE_NAMES:
+                    self.type_names[name] = name
+            self._last_type_name = kept
         ts.type_name = kept
         self.transition(ts, "memory", stimulus_id)
 

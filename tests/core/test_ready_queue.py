@@ -31,6 +31,7 @@ def _line_of(queue: ReadyQueue) -> list[TaskState]:
 
 
 # An op: ("push", user priority, generation, order), ("pop",), or ("remove", which).
+# (Orders up to 3 interleave pushes that follow the run with ones that go to the heap.)
 _ops = st.lists(st.one_of(
     st.tuples(st.just("push"), st.integers(-2, 2), st.integers(0, 2), st.integers(0, 3)),
     st.tuples(st.just("pop")),
@@ -61,7 +62,8 @@ def test_the_queue_gives_what_a_sorted_list_would(ops: list[tuple]) -> None:
             queue.remove(ts)
             assert ts.queue_index == ts.queue_seq == -1
         assert len(queue) == len(model)
-        assert all(queue.heap[ts.queue_index] is ts for _, ts in model)
+        assert all(queue.holds(ts) for _, ts in model)
+        assert queue.problem() is None
     model.sort(key=lambda entry: entry[0])
     assert _line_of(queue) == [ts for _, ts in model]
 
@@ -113,3 +115,39 @@ def test_removing_a_task_that_is_not_queued_is_refused_and_harms_nothing() -> No
     with pytest.raises(ValueError, match="not in the ready queue"):
         queue.remove(b)
     assert _line_of(queue) == [a]
+
+
+def test_tasks_queued_in_line_order_leave_from_the_run_and_others_merge_in() -> None:
+    """Pushed in line order, tasks go to the run; one pushed ahead of the
+    run's last goes to the heap, and pops take the first of the two."""
+    queue = ReadyQueue()
+    in_order = [_task(i, 0, 1, 2 * i) for i in range(5)]  # orders 0, 2, 4, 6, 8
+    for ts in in_order:
+        queue.push(ts)
+    assert not queue.heap and queue.n_run == 5
+    early = _task(5, 0, 1, 3)  # belongs between orders 2 and 4
+    queue.push(early)
+    assert queue.heap == [early] and queue.holds(early)
+    queue.remove(in_order[1])  # from the middle of the run
+    assert queue.first() is in_order[0]
+    assert _line_of(queue) == [in_order[0], early, in_order[2], in_order[3], in_order[4]]
+    assert len(queue) == 0 and queue.problem() is None
+
+
+def test_a_long_run_drops_its_taken_front_without_losing_places() -> None:
+    """Past 1,024 taken tasks the run's front is dropped; the tasks still
+    queued keep working places (removal finds them)."""
+    queue = ReadyQueue()
+    tasks = [_task(i, 0, 1, i) for i in range(3000)]
+    for ts in tasks:
+        queue.push(ts)
+    for ts in tasks[:2000]:
+        assert queue.pop() is ts
+    assert queue.head < 2000  # (dropped at least once)
+    assert all(queue.holds(ts) for ts in tasks[2000:])
+    queue.remove(tasks[2500])
+    assert tasks[2500].queue_index == -1 and not queue.holds(tasks[2500])
+    with pytest.raises(ValueError, match="not in the ready queue"):
+        queue.remove(tasks[10])  # taken long ago
+    rest = _line_of(queue)
+    assert rest == tasks[2000:2500] + tasks[2501:] and queue.problem() is None

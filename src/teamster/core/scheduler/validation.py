@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 
 from teamster.core.scheduler.entities import TASK_STATES, TaskState, WorkerInfo
 from teamster.core.scheduler.placement import LARGE_TRANSFER
-from teamster.core.scheduler.ready_queue import before
 from teamster.core.story import InvariantError
 
 if TYPE_CHECKING:
@@ -93,7 +92,7 @@ def validate_task(s: SchedulerState, ts: TaskState) -> None:
                 _fail(s, ts, f"queued, but missing from the queued readers of {dts.key!r}")
     if (ts.state == "queued") != (ts.queue_index != -1):
         _fail(s, ts, "queued iff it is in the ready queue")
-    if ts.queue_index != -1 and s.queue.heap[ts.queue_index] is not ts:
+    if ts.queue_index != -1 and not s.queue.holds(ts):
         _fail(s, ts, f"not at its place in the ready queue ({ts.queue_index})")
     if (ts.state == "no-worker") != (ts in s.unrunnable):
         _fail(s, ts, "no-worker iff in unrunnable")
@@ -201,11 +200,9 @@ def validate_state(s: SchedulerState) -> None:
 
 
 def _check_heap(s: SchedulerState) -> None:
-    heap = s.queue.heap
-    for i in range(1, len(heap)):
-        parent = heap[(i - 1) >> 1]
-        if not before(parent, heap[i]):
-            _fail(s, heap[i], f"ready queue out of order: ahead of {parent.key!r}")
+    problem = s.queue.problem()
+    if problem is not None:
+        _fail(s, None, f"ready queue out of order: {problem}")
 
 
 def _walk_idle(s: SchedulerState) -> None:

@@ -652,11 +652,17 @@ class SchedulerState:
             ws.busy_time += duration
             self.report.task_done(ts, duration, stop)
         ts.nbytes = ev.nbytes
-        # The message's name is a new string per result: kept per task, it
-        # was a million strings at a million tasks, each freed cold at the end.
-        # (Compared with the last one first: hashing the new string for a
-        # lookup cost more than the rest of this.)
-        name = ev.type_name
+        ts.type_name = self._one_copy(ev.type_name)
+        self.transition(ts, "memory", stimulus_id)
+
+    def _one_copy(self, name: str) -> str:
+        """The scheduler's copy of a result's type name.
+
+        The message's name is a new string per result: kept per task, it was
+        a million strings at a million tasks, each freed cold at the end.
+        (Compared with the last one first: hashing the new string for a
+        lookup cost more than the rest of this.)
+        """
         kept = self._last_type_name
         if name != kept:
             found = self.type_names.get(name)
@@ -667,8 +673,7 @@ class SchedulerState:
                 if len(self.type_names) < MAX_TYPE_NAMES:
                     self.type_names[name] = name
             self._last_type_name = kept
-        ts.type_name = kept
-        self.transition(ts, "memory", stimulus_id)
+        return kept
 
     def _task_erred(self, ev: m.TaskErred) -> None:
         ws = self.workers.get(ev.worker)

@@ -8,7 +8,7 @@ hash randomisation.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterator
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from teamster.core.messages import Key, Priority, Serialized
 
@@ -43,6 +43,19 @@ class TaskPrefix:
             # A short memory: prefixes drift (caches warm, inputs grow).
             self.duration_average = 0.5 * self.duration_average + 0.5 * duration
         self.n_measured += 1
+
+
+_T = TypeVar("_T")
+
+
+def _one_or_all(one: _T | None, more: dict[_T, None] | None) -> Collection[_T]:
+    """Members kept as ``TaskState`` keeps dependents and holders: the only
+    one directly, or from a second on all of them in ``more``. (For the
+    readers that are not hot: the hot ones read the two fields, building
+    no collection.)"""
+    if more is not None:
+        return more
+    return () if one is None else (one,)
 
 
 class TaskState:
@@ -226,9 +239,7 @@ class TaskState:
     @property
     def dependents(self) -> Collection[TaskState]:
         """The tasks that read this one's result, in the order they were linked."""
-        if self.more_dependents is not None:
-            return self.more_dependents
-        return () if self.dependent is None else (self.dependent,)
+        return _one_or_all(self.dependent, self.more_dependents)
 
     def has_dependents(self) -> bool:
         return self.dependent is not None or bool(self.more_dependents)
@@ -255,9 +266,7 @@ class TaskState:
     @property
     def who_has(self) -> Collection[WorkerInfo]:
         """The workers holding its result, in the order they got it (read-only)."""
-        if self.more_holders is not None:
-            return self.more_holders
-        return () if self.holder is None else (self.holder,)
+        return _one_or_all(self.holder, self.more_holders)
 
     def n_holders(self) -> int:
         if self.more_holders is not None:

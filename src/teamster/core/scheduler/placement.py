@@ -281,6 +281,9 @@ class Placement:
                 if measured and dts.nbytes >= SMALL_INPUT:
                     # Busy or not: the first few (who_has rotates as
                     # ComputeTasks name its holders, so others come next).
+                    # (The usual single holder read directly, here and
+                    # below: iterating ``who_has`` would build a one-tuple
+                    # and a generic iterator per input.)
                     more = dts.more_holders
                     if more is None:
                         if dts.holder is not None:

@@ -21,10 +21,13 @@ from teamster.core.story import StoryEntry
 
 #: Entries per chunk (a chunk is 4 x this many slots, 128 KiB).
 _CHUNK: Final = 4096
-#: Entries a chunk has room for when it is made: it doubles as it fills, up
-#: to ``_CHUNK``. Made full size, each state machine's log wrote up to
-#: 128 KiB at once: 1,000 simulated workers' logs took 32 MB of RSS before
+#: Entries the first chunk has room for when it is made: it doubles as it
+#: fills, up to ``_CHUNK``. Made full size, each state machine's log wrote up
+#: to 128 KiB at once: 1,000 simulated workers' logs took 32 MB of RSS before
 #: holding an entry (peak 254 -> 222 MB on ``million``, 100,000 tasks).
+#: Later chunks are made full size: a log that filled one is a busy one, and
+#: growing each chunk copied it five times (5 more cache misses per task
+#: for the scheduler's log, by callgrind at 1,000 simulated workers).
 _FIRST_ROOM: Final = 64
 
 
@@ -38,8 +41,8 @@ class TransitionLog:
             raise ValueError(f"a transition log holds at least one entry, not {maxlen}")
         self.maxlen = maxlen
         #: Entry i is at ``chunks[i // _CHUNK][4 * (i % _CHUNK):][:4]``;
-        #: chunks are allocated as the log first reaches them, and grown
-        #: in place as it fills them.
+        #: chunks are allocated as the log first reaches them (the first
+        #: grown in place as it fills).
         self.chunks: list[list[Any]] = [self._new_chunk(0)]
         #: How many entries it holds.
         self.n = 0
@@ -52,7 +55,8 @@ class TransitionLog:
         self.slot = 0
 
     def _new_chunk(self, c: int) -> list[Any]:
-        return [None] * (4 * min(_FIRST_ROOM, self._chunk_entries(c)))
+        room = self._chunk_entries(c)
+        return [None] * (4 * (min(_FIRST_ROOM, room) if c == 0 else room))
 
     def _chunk_entries(self, c: int) -> int:
         """How many entries chunk ``c`` holds once full (the last may hold fewer)."""

@@ -334,6 +334,7 @@ class WorkerInfo:
         "idle_prev",
         "idle_next",
         "load_bucket",
+        "filed_load",
         "n_large_readers",
         "has_what",
         "nbytes",
@@ -394,6 +395,9 @@ class WorkerInfo:
         #: Its bucket in the victims ``LoadIndex``; -1 (``load_index.NOT_INDEXED``)
         #: while not a victim.
         self.load_bucket = -1
+        #: Its load when last given to the victims index (``LoadIndex.set``):
+        #: ``load_bucket`` may be higher than this load's bucket, never lower.
+        self.filed_load = 0.0
         #: How many tasks of ``processing`` read a large input (those with
         #: ``reads_large``): prefetching them hides a transfer, not just a
         #: round trip (``Placement.is_saturated``).

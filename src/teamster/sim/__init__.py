@@ -27,6 +27,7 @@ _EXPORTS = {
     "Workload": "workload",
     "WORKLOADS": "workloads",
     "build_workload": "workloads",
+    "cluster": "workloads",
 }
 
 
@@ -46,5 +47,6 @@ __all__ = [
     "WorkerSpec",
     "Workload",
     "build_workload",
+    "cluster",
     "run_simulation",
 ]

@@ -21,7 +21,10 @@ def add_simulate_parser(subparsers: Any) -> argparse.ArgumentParser:
         "simulate", help="run a workload on a simulated cluster (virtual time) and report",
         description="Run the production scheduler and workers on a virtual clock.")
     p.add_argument("--list", action="store_true", help="list the workloads and exit")
-    p.add_argument("--workload", default="random-dag")
+    p.add_argument("--workload", default="random-dag",
+                   help="a library workload (see --list), or your own: MODULE:FUNCTION or "
+                        "FILE.py:FUNCTION, called as FUNCTION(tasks, workers, threads, rng) "
+                        "and returning a teamster.sim.Workload")
     p.add_argument("--workers", type=int, default=10)
     p.add_argument("--threads", type=int, default=1, help="threads per worker")
     p.add_argument("--tasks", type=int, default=None,

@@ -143,7 +143,9 @@ class Workload:
         return max(self.work_bound(), self.critical_path())
 
     def validate(self) -> None:
-        """Structural checks on a built workload (used by the library's tests)."""
+        """Structural checks on a built workload (the library's tests run
+        them; ``build_workload`` runs them on a user's): ValueError saying
+        what is wrong."""
         n = len(self.keys)
         if not (len(self.durations) == len(self.nbytes) == len(self.deps) == n):
             raise ValueError("workload arrays differ in length")
@@ -152,14 +154,20 @@ class Workload:
         for i, d in enumerate(self.deps):
             if any(not 0 <= j < i for j in d):
                 raise ValueError(f"task {self.keys[i]!r} depends on a later or unknown task")
+        if any(d < 0 for d in self.durations) or any(b < 0 for b in self.nbytes):
+            raise ValueError("a negative duration or size")
+        if not self.workers or any(w.nthreads < 1 for w in self.workers):
+            raise ValueError("no workers, or a worker without threads")
+        if len({w.name for w in self.workers}) != len(self.workers):
+            raise ValueError("two workers share a name")
         for i, holders in self.scattered.items():
             if self.deps[i] or not holders:
                 raise ValueError(f"scattered {self.keys[i]!r} needs holders and no deps")
             for h in holders:
-                if self.workers[h].join != 0.0:
+                if not 0 <= h < len(self.workers) or self.workers[h].join != 0.0:
                     raise ValueError("scattered data must sit on workers present at t=0")
-        if not self.wanted:
-            raise ValueError("the client wants nothing")
+        if not self.wanted or any(not 0 <= i < n for i in self.wanted):
+            raise ValueError("the client wants nothing, or a task that is not there")
         if not any(w.join == 0.0 for w in self.workers):
             raise ValueError("no worker at t=0")
 

@@ -14,10 +14,14 @@ prefix, which is what the duration estimates learn from.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import cast
 
 from teamster.sim.workload import WorkerSpec, Workload
 
@@ -47,24 +51,68 @@ def register(name: str, summary: str, default_tasks: int = 10_000) -> Callable[[
 
 def build_workload(name: str, *, workers: int, threads: int = 1, tasks: int | None = None,
                    seed: int = 0) -> Workload:
+    """A library workload by name, or a user's: ``module:function`` or
+    ``path/to/file.py:function``, a builder like the library's (see
+    ``user_builder``)."""
     entry = WORKLOADS.get(name)
     if entry is None:
-        raise ValueError(f"unknown workload {name!r}; known: {', '.join(WORKLOADS)}")
+        if ":" not in name:
+            raise ValueError(f"unknown workload {name!r}; known: {', '.join(WORKLOADS)} "
+                             "(or MODULE:FUNCTION, or FILE.py:FUNCTION, for your own)")
+        entry = WorkloadEntry(name, f"user workload {name}", user_builder(name))
     if workers < 1 or threads < 1:
         raise ValueError("need at least one worker and one thread")
     n = entry.default_tasks if tasks is None else tasks
     if n < 1:
         raise ValueError("need at least one task")
     w = entry.build(n, workers, threads, random.Random(seed))
+    if name not in WORKLOADS:
+        if not isinstance(w, Workload):
+            raise ValueError(f"workload {name} returned {type(w).__name__}, "
+                             "not a teamster.sim.Workload")
+        try:
+            w.validate()
+        except (ValueError, IndexError) as exc:
+            raise ValueError(f"workload {name}: {exc}") from None
     w.name, w.seed = name, seed
     w.description = w.description or entry.summary
     return w
+
+
+def user_builder(spec: str) -> Builder:
+    """The builder ``spec`` names: ``module:function`` (importable) or
+    ``path/to/file.py:function``. It is called as the library's are, with
+    ``(tasks, workers, threads, rng)``, and returns a ``Workload``: what-if
+    runs of one's own graph on a cluster of any size (``cluster`` below
+    makes the usual one; join and leave times are the builder's to set)."""
+    target, _, attr = spec.rpartition(":")
+    if not target or not attr.isidentifier():
+        raise ValueError(f"workload {spec!r}: expected MODULE:FUNCTION or FILE.py:FUNCTION")
+    if target.endswith(".py"):
+        path = Path(target)
+        if not path.is_file():
+            raise ValueError(f"workload {spec!r}: no file {path}")
+        module_spec = importlib.util.spec_from_file_location(f"_teamster_workload_{path.stem}",
+                                                             path)
+        assert module_spec is not None and module_spec.loader is not None
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as exc:
+            raise ValueError(f"workload {spec!r}: cannot import {target}: {exc}") from None
+    build = getattr(module, attr, None)
+    if not callable(build):
+        raise ValueError(f"workload {spec!r}: {target} has no function {attr!r}")
+    return cast(Builder, build)
 
 
 # ----------------------------------------------------------------- helpers
 
 
 def cluster(n: int, threads: int) -> list[WorkerSpec]:
+    """``n`` workers (``w0``, ``w1``, ...) of ``threads`` threads, there from t=0 on."""
     return [WorkerSpec(f"w{i}", threads) for i in range(n)]
 
 

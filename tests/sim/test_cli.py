@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,19 @@ def test_a_workload_from_an_importable_module() -> None:
 
     w = build_workload("teamster.sim.workloads:independent", workers=2, tasks=30)
     assert w.n_tasks == 30 and w.name == "teamster.sim.workloads:independent"
+
+
+def test_a_module_in_the_directory_it_is_run_in_imports(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``teamster simulate --workload my_graph:fan_in`` from my_graph.py's
+    directory: the console script's sys.path does not start there."""
+    from teamster.sim import build_workload
+
+    (tmp_path / "my_graph_here.py").write_text(USER_WORKLOAD)
+    monkeypatch.chdir(tmp_path)
+    path_before = list(sys.path)
+    w = build_workload("my_graph_here:fan_in", workers=2, tasks=20)
+    assert w.n_tasks == 20 and sys.path == path_before
 
 
 @pytest.mark.parametrize(("target", "message"), [

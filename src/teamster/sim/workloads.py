@@ -17,7 +17,9 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import math
+import os
 import random
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,10 +100,19 @@ def user_builder(spec: str) -> Builder:
         module = importlib.util.module_from_spec(module_spec)
         module_spec.loader.exec_module(module)
     else:
+        # From the directory it is run in too, as ``python -m`` would: the
+        # ``teamster`` script's own directory is what sys.path starts with.
+        here = os.getcwd()
+        added = here not in sys.path
+        if added:
+            sys.path.insert(0, here)
         try:
             module = importlib.import_module(target)
         except ImportError as exc:
             raise ValueError(f"workload {spec!r}: cannot import {target}: {exc}") from None
+        finally:
+            if added:
+                sys.path.remove(here)
     build = getattr(module, attr, None)
     if not callable(build):
         raise ValueError(f"workload {spec!r}: {target} has no function {attr!r}")

@@ -21,8 +21,9 @@ or heap, and the peak RSS reported is that run's own.
    smallest), a paired measure: the machine's speed has been seen to halve
    or double between runs minutes apart, which moves a ratio of minima
    taken from different rounds as much as any change to the code does.
-   The ratio of the minima and of the medians are printed beside it. Validation is off (it
-   is measured CPU too, and production runs without it).
+   The ratio of the minima and of the medians are printed beside it.
+   Validation is off (it is measured CPU too, and production runs without
+   it).
    Each run also replays its scheduler events into a fresh ``SchedulerState``
    with nothing in between (``--replay``): the "replayed alone" column, what
    a dedicated scheduler process spends without the simulated workers

@@ -98,7 +98,10 @@ def test_a_module_in_the_directory_it_is_run_in_imports(
     (tmp_path / "my_graph_here.py").write_text(USER_WORKLOAD)
     monkeypatch.chdir(tmp_path)
     path_before = list(sys.path)
-    w = build_workload("my_graph_here:fan_in", workers=2, tasks=20)
+    try:
+        w = build_workload("my_graph_here:fan_in", workers=2, tasks=20)
+    finally:
+        sys.modules.pop("my_graph_here", None)  # (no module of a tmp dir outlives the test)
     assert w.n_tasks == 20 and sys.path == path_before
 
 

@@ -57,6 +57,7 @@ def build_workload(name: str, *, workers: int, threads: int = 1, tasks: int | No
     ``path/to/file.py:function``, a builder like the library's (see
     ``user_builder``)."""
     entry = WORKLOADS.get(name)
+    users = entry is None
     if entry is None:
         if ":" not in name:
             raise ValueError(f"unknown workload {name!r}; known: {', '.join(WORKLOADS)} "
@@ -68,7 +69,7 @@ def build_workload(name: str, *, workers: int, threads: int = 1, tasks: int | No
     if n < 1:
         raise ValueError("need at least one task")
     w = entry.build(n, workers, threads, random.Random(seed))
-    if name not in WORKLOADS:
+    if users:
         if not isinstance(w, Workload):
             raise ValueError(f"workload {name} returned {type(w).__name__}, "
                              "not a teamster.sim.Workload")

@@ -1,5 +1,5 @@
-"""A result's holders: one held directly, more in a dict; either way in the
-order they got it, as the dict of them kept before gave it."""
+"""A result's holders: up to two held directly, more in a dict; either way
+in the order they got it, as the dict of them kept before gave it."""
 
 from __future__ import annotations
 
@@ -35,8 +35,11 @@ def test_holders_match_a_dict_of_them(ops: list[tuple[bool, int]]) -> None:
         assert list(ts.who_has) == list(model)
         assert ts.n_holders() == len(model)
         assert all(ts.has_holder(w) == (w in model) for w in workers)
-        # Never two ways at once: more_holders, when there, holds them all.
-        assert ts.more_holders is None or (ts.holder is None and ts.more_holders)
+        # Never two ways at once: more_holders, when there, holds them all;
+        # holder2 only beside a different holder.
+        assert ts.more_holders is None or (
+            ts.holder is None and ts.holder2 is None and ts.more_holders)
+        assert ts.holder2 is None or ts.holder not in (None, ts.holder2)
 
 
 def test_removing_a_worker_that_does_not_hold_it_is_an_error() -> None:
@@ -61,7 +64,11 @@ def test_holders_named_to_fetch_from_rotate_and_survive_removals() -> None:
     assert placement.holders_to_fetch_from(ts) == ()
     ts.add_holder(workers[0])
     assert placement.holders_to_fetch_from(ts) == ("tcp://w0",)
-    for ws in workers[1:]:
+    ts.add_holder(workers[1])  # two, kept in the fields: they rotate too
+    assert placement.holders_to_fetch_from(ts) == ("tcp://w0", "tcp://w1")
+    assert placement.holders_to_fetch_from(ts) == ("tcp://w1", "tcp://w0")
+    assert list(ts.who_has) == workers[:2]
+    for ws in workers[2:]:
         ts.add_holder(ws)
     named = [placement.holders_to_fetch_from(ts) for _ in workers]
     assert [n[0] for n in named] == [ws.address for ws in workers]

@@ -30,9 +30,10 @@ def test_invariant_failure_names_seed_event_and_story(monkeypatch: pytest.Monkey
 
 
 def test_holders_kept_two_ways_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A result's single holder is kept in ``holder``; from a second on,
-    ``more_holders`` holds them all. A second holder added beside the first
-    instead of with it would lose the first from ``who_has``."""
+    """A result's first two holders are kept in ``holder`` and ``holder2``;
+    from a third on, ``more_holders`` holds them all. A holder put in
+    ``more_holders`` beside the first instead of with it would lose the
+    first from ``who_has``."""
     def add_replica(self: SchedulerState, ts: object, ws: object) -> None:
         if ts.holder is None:  # type: ignore[attr-defined]
             ts.holder = ws  # type: ignore[attr-defined]

@@ -49,8 +49,8 @@ _T = TypeVar("_T")
 
 
 def _one_or_all(one: _T | None, more: dict[_T, None] | None) -> Collection[_T]:
-    """Members kept as ``TaskState`` keeps dependents and holders: the only
-    one directly, or from a second on all of them in ``more``. (For the
+    """Members kept as ``TaskState`` keeps dependents: the only one
+    directly, or from a second on all of them in ``more``. (For the
     readers that are not hot: the hot ones read the two fields, building
     no collection.)"""
     if more is not None:
@@ -87,9 +87,10 @@ class TaskState:
         "rec_index",
         "nbytes",
         "holder",
-        "more_holders",
+        "holder2",
         "fetching",
         "dependent",
+        "more_holders",
         "run_id",
         "processing_on",
         "prefix",
@@ -146,12 +147,15 @@ class TaskState:
         self.nbytes = -1
         # The workers holding its result (``who_has`` gives them all, in the
         # order they got it; some iff state == "memory"). Most results have
-        # one holder, held in ``holder``; from a second on, ``more_holders``
-        # holds them all, and ``holder`` is None. A dict per result, as
-        # before, was an object (and a table) per task to allocate when it
-        # finished and to free, cold, when the graph was forgotten.
+        # one holder, held in ``holder``, and most copied ones two, the
+        # second in ``holder2`` (set only beside ``holder``); from a third
+        # on, ``more_holders`` holds them all, and the two fields are None.
+        # A dict per result was an object (and a table) per task to
+        # allocate when it finished and to free, cold, when the graph was
+        # forgotten; per copied input, at 1,000 workers, it was two cache
+        # misses to create, iterate and free when the input was released.
         self.holder: WorkerInfo | None = None
-        self.more_holders: dict[WorkerInfo, None] | None = None
+        self.holder2: WorkerInfo | None = None
         #: Workers assigned a task that reads this (large) result and not yet
         #: holding it: transfers of it under way. None until there is one.
         self.fetching: dict[WorkerInfo, None] | None = None
@@ -161,6 +165,8 @@ class TaskState:
         # task, as before, was two objects per task to allocate, to read
         # cold and to free (~8 cache misses per task at a million tasks).
         self.dependent: TaskState | None = None
+        # (See ``holder``: read only when ``holder`` is None, so not beside it.)
+        self.more_holders: dict[WorkerInfo, None] | None = None
         #: The current assignment's id (see ``ComputeTask.run_id``); results
         #: carrying another id answer an earlier assignment and are stale.
         self.run_id = -1
@@ -275,47 +281,70 @@ class TaskState:
     @property
     def who_has(self) -> Collection[WorkerInfo]:
         """The workers holding its result, in the order they got it (read-only)."""
-        return _one_or_all(self.holder, self.more_holders)
+        holder = self.holder
+        if holder is not None:
+            holder2 = self.holder2
+            return (holder,) if holder2 is None else (holder, holder2)
+        more = self.more_holders
+        return () if more is None else more
+
+    # (``holder`` first: while it is set, ``more_holders`` is None and its
+    # cache line need not be read.)
 
     def n_holders(self) -> int:
-        if self.more_holders is not None:
-            return len(self.more_holders)
-        return 0 if self.holder is None else 1
+        if self.holder is not None:
+            return 1 if self.holder2 is None else 2
+        more = self.more_holders
+        return 0 if more is None else len(more)
 
     def has_holder(self, ws: WorkerInfo) -> bool:
-        if self.more_holders is not None:
-            return ws in self.more_holders
-        return self.holder is ws
+        holder = self.holder
+        if holder is not None:
+            return holder is ws or self.holder2 is ws
+        more = self.more_holders
+        return more is not None and ws in more
 
     def add_holder(self, ws: WorkerInfo) -> bool:
         """Count ``ws`` among the holders; False if it already was."""
-        more = self.more_holders
-        if more is not None:
+        holder = self.holder
+        if holder is None:
+            more = self.more_holders
+            if more is None:
+                self.holder = ws
+                return True
             if ws in more:
                 return False
             more[ws] = None
             return True
-        holder = self.holder
-        if holder is None:
-            self.holder = ws
-            return True
         if holder is ws:
             return False
-        self.more_holders = {holder: None, ws: None}
-        self.holder = None
+        holder2 = self.holder2
+        if holder2 is None:
+            self.holder2 = ws
+            return True
+        if holder2 is ws:
+            return False
+        self.more_holders = {holder: None, holder2: None, ws: None}
+        self.holder = self.holder2 = None
         return True
 
     def remove_holder(self, ws: WorkerInfo) -> None:
         """``ws`` no longer holds the result (KeyError if it did not)."""
-        more = self.more_holders
-        if more is not None:
+        holder = self.holder
+        if holder is ws:
+            self.holder = self.holder2  # (the order they got it in is kept)
+            self.holder2 = None
+        elif holder is not None:
+            if self.holder2 is not ws:
+                raise KeyError(ws)
+            self.holder2 = None
+        else:
+            more = self.more_holders
+            if more is None:
+                raise KeyError(ws)
             del more[ws]
             if not more:
                 self.more_holders = None
-        elif self.holder is ws:
-            self.holder = None
-        else:
-            raise KeyError(ws)
 
     @property
     def restricted(self) -> bool:

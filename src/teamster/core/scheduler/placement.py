@@ -215,10 +215,16 @@ class Placement:
         from the first holder. Sending every holder cost O(workers) per
         ComputeTask (teamster.sim, large-inputs at 1,000 workers).
         """
+        holder = dts.holder
+        if holder is not None:  # (the usual one or two holders)
+            holder2 = dts.holder2
+            if holder2 is None:
+                return (holder.address,)
+            dts.holder, dts.holder2 = holder2, holder  # (the first goes last: see below)
+            return (holder.address, holder2.address)
         more = dts.more_holders
-        if more is None:  # (the usual single holder)
-            holder = dts.holder
-            return () if holder is None else (holder.address,)
+        if more is None:
+            return ()
         chosen: list[WorkerInfo] = []
         for ws in more:
             chosen.append(ws)
@@ -284,10 +290,15 @@ class Placement:
                     # (The usual single holder read directly, here and
                     # below: iterating ``who_has`` would build a one-tuple
                     # and a generic iterator per input.)
+                    holder = dts.holder
+                    if holder is not None:
+                        cand[holder] = None  # (BUSY_HOLDERS >= 2: both)
+                        holder2 = dts.holder2
+                        if holder2 is not None:
+                            cand[holder2] = None
+                        continue
                     more = dts.more_holders
                     if more is None:
-                        if dts.holder is not None:
-                            cand[dts.holder] = None
                         continue
                     taken = 0
                     for ws in more:
@@ -299,11 +310,16 @@ class Placement:
                     # A small input is not worth waiting for, nor a large one
                     # while the task's duration is a guess (late binding
                     # explores): its holders count only while idle.
+                    holder = dts.holder
+                    if holder is not None:
+                        if holder.is_idle:
+                            cand[holder] = None
+                        holder2 = dts.holder2
+                        if holder2 is not None and holder2.is_idle:
+                            cand[holder2] = None
+                        continue
                     more = dts.more_holders
                     if more is None:
-                        holder = dts.holder
-                        if holder is not None and holder.is_idle:
-                            cand[holder] = None
                         continue
                     found = 0
                     scanned = 0

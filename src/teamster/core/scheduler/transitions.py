@@ -220,6 +220,12 @@ def memory_released(s: SchedulerState, ts: TaskState, stimulus_id: str) -> None:
         holder.has_what.remove(ts)
         holder.nbytes -= nbytes
         out.append(SendToWorker(holder.address, msg))
+        holder2 = ts.holder2
+        if holder2 is not None:
+            holder2.has_what.remove(ts)
+            holder2.nbytes -= nbytes
+            out.append(SendToWorker(holder2.address, msg))
+            ts.holder2 = None
         ts.holder = None
     elif ts.more_holders is not None:
         for ws in ts.more_holders:

@@ -31,6 +31,8 @@ def validate_task(s: SchedulerState, ts: TaskState) -> None:
         _fail(s, ts, "unknown state")
     if ts.more_holders is not None and (ts.holder is not None or not ts.more_holders):
         _fail(s, ts, "holders kept two ways: in more_holders, which must then hold them all")
+    if ts.holder2 is not None and (ts.holder is None or ts.holder2 is ts.holder):
+        _fail(s, ts, "holder2 set without a different holder")
     if ts.rec_index != -1:
         _fail(s, ts, f"a recommendation (index {ts.rec_index}) outlived its event")
     for dts in ts.dependencies:

@@ -151,21 +151,26 @@ def test_the_transition_log_and_ready_queue_work_when_compiled(
     run_compiled(code, compiled_env)
 
 
-def test_compiled_task_records_start_on_cache_lines(compiled_env: dict[str, str]) -> None:
-    """``TaskState``'s field order groups what each access reads into whole
-    cache lines (entities.py says which): that holds only while a compiled
-    record with the collector's 16-byte header, rounded up to pymalloc's
-    16-byte size classes, is a multiple of 64 bytes: every block then starts
-    48 bytes into a line (a pool's header is 48 bytes), every record on one.
-    Two bools placed side by side, or a field added, silently break it."""
+def test_compiled_task_and_worker_records_start_on_cache_lines(
+        compiled_env: dict[str, str]) -> None:
+    """``TaskState``'s and ``WorkerInfo``'s field orders group what each access
+    reads into whole cache lines (entities.py says which): that holds only
+    while a compiled record with the collector's 16-byte header, rounded up
+    to pymalloc's 16-byte size classes, is a multiple of 64 bytes: every
+    block then starts 48 bytes into a line (a pool's header is 48 bytes),
+    every record on one. Two bools placed side by side, or a field added,
+    silently break it."""
     code = (
         "from teamster.core.scheduler import entities as e\n"
-        "size = (e.TaskState.__basicsize__ + 16 + 15) // 16 * 16\n"
-        "assert size % 64 == 0, f'a record takes {size} bytes, not a multiple of 64'\n"
         "p = e.TaskPrefix('t')\n"
-        "records = [e.TaskState(('t', i), p, None) for i in range(500)]\n"
-        "off = sorted({id(r) % 64 for r in records})\n"
-        "assert off == [0], f'records start at offsets {off} within a line'\n"
+        "made = {e.TaskState: lambda i: e.TaskState(('t', i), p, None),\n"
+        "        e.WorkerInfo: lambda i: e.WorkerInfo(f'w{i}', 'n', 1, 0, {}, 0.0)}\n"
+        "for cls, make in made.items():\n"
+        "    size = (cls.__basicsize__ + 16 + 15) // 16 * 16\n"
+        "    assert size % 64 == 0, f'a {cls.__name__} takes {size} bytes, not a multiple of 64'\n"
+        "    records = [make(i) for i in range(500)]\n"
+        "    off = sorted({id(r) % 64 for r in records})\n"
+        "    assert off == [0], f'{cls.__name__} records start at offsets {off} within a line'\n"
         "print(e.__file__)\n"
     )
     run_compiled(code, compiled_env)

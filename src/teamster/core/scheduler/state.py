@@ -259,6 +259,11 @@ class SchedulerState:
         first 15% of the run). O(inputs of ``done``) per refill.
         """
         for dts in done.dependencies:
+            if dts.nbytes < LARGE_TRANSFER:
+                # No queued readers (``push_queue`` lists only large inputs'),
+                # and ``nbytes`` is on a line this finish reads anyway; the
+                # readers' field is not (at 1,000 workers, a miss per input).
+                continue
             readers = dts.queued_readers
             if not readers or not dts.has_holder(ws):
                 continue

@@ -39,7 +39,12 @@ share of the growth, not the scheduler's. (Nothing outside ``handle`` may
 call ``map`` then: the simulator and the worker core do not; a test checks.)
 
 The counts are the same on every run and every machine with the same
-build; they do not say what a miss costs here (that is the machine's, and
+build: callgrind runs with ``PYTHONHASHSEED=0`` and, where ``setarch`` is
+installed, without address-space randomisation. (Without them a random
+string-hash seed laid out the scheduler's dicts differently and random
+addresses moved records across cache sets: the same build counted 70.4
+and 71.8 misses per task at 10 workers on two runs.) They do not say what
+a miss costs here (that is the machine's, and
 what ``sim_scale.py`` measures). A 20,000-task size takes 2-4 minutes under
 callgrind, and two sizes run at a time. Needs ``valgrind``
 (``apt-get install valgrind``).
@@ -177,6 +182,9 @@ def callgrind(script: str, args: list[str], out: Path, env: dict[str, str] | Non
     ll = f"--LL={last_level[0]},{last_level[1]},{LINE_BYTES}"
     cmd = ["valgrind", "--tool=callgrind", "--cache-sim=yes", ll, "--toggle-collect=map_next",
            f"--callgrind-out-file={out}", sys.executable, "-c", script, *args]
+    if shutil.which("setarch"):  # (the same addresses every run: see the docstring)
+        cmd = ["setarch", "-R", *cmd]
+    env = {**(os.environ if env is None else env), "PYTHONHASHSEED": "0"}
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"callgrind failed ({out.name}):\n{proc.stderr[-3000:]}")

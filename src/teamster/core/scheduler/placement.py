@@ -287,8 +287,8 @@ class Placement:
                 if measured and dts.nbytes >= SMALL_INPUT:
                     # Busy or not: the first few (who_has rotates as
                     # ComputeTasks name its holders, so others come next).
-                    # (The usual single holder read directly, here and
-                    # below: iterating ``who_has`` would build a one-tuple
+                    # (The usual one or two holders read directly, here
+                    # and below: iterating ``who_has`` would build a tuple
                     # and a generic iterator per input.)
                     holder = dts.holder
                     if holder is not None:

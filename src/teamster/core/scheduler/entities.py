@@ -152,8 +152,10 @@ class TaskState:
         # on, ``more_holders`` holds them all, and the two fields are None.
         # A dict per result was an object (and a table) per task to
         # allocate when it finished and to free, cold, when the graph was
-        # forgotten; per copied input, at 1,000 workers, it was two cache
-        # misses to create, iterate and free when the input was released.
+        # forgotten; the dict per copied input was created, iterated and
+        # freed cold at 1,000 workers (about two misses per task on the
+        # million, counted; the change saved 0.5 net, and 2.5% of the
+        # instructions).
         self.holder: WorkerInfo | None = None
         self.holder2: WorkerInfo | None = None
         #: Workers assigned a task that reads this (large) result and not yet

@@ -71,11 +71,15 @@ def finished(
     s: SchedulerState, worker: str, key: m.Key, *, nbytes: int = 8, type_name: str = "int",
     duration: float = 1.0, stop: float = 1.0, sid: str = "", run_id: int | None = None,
     transfers: tuple[tuple[tuple[m.Key, ...], int], ...] = (),
+    worker_slot: int | None = None,
 ) -> m.TaskFinished:
-    """A worker's result for the current assignment of ``key`` (unless ``run_id`` is given)."""
+    """A worker's result for the current assignment of ``key`` (unless ``run_id``
+    is given), carrying the worker's number as a registered worker's does
+    (unless ``worker_slot`` is given)."""
     run = current_run(s, key) if run_id is None else run_id
+    slot = s.worker_slots.slot_of(worker) if worker_slot is None else worker_slot
     return m.TaskFinished(worker, key, nbytes, type_name, duration, stop, run, transfers,
-                          sid or f"done-{key}")
+                          sid or f"done-{key}", slot)
 
 
 def erred(

@@ -69,6 +69,8 @@ class SimWorker:
     memory: dict[m.Key, int] = field(default_factory=dict)
     #: Messages from the scheduler not yet delivered (FIFO, as on a TCP stream).
     inbox: deque[m.Message] = field(default_factory=deque)
+    #: Its number at the scheduler (``TaskFinished.worker_slot``).
+    slot: int = -1
 
 
 class SchedulerWorld(TracedWorld):
@@ -195,6 +197,18 @@ class SchedulerWorld(TracedWorld):
         self.handle(m.RegisterWorker(address, name, nthreads, 2**30,
                                      tuple(resources.items()), self.now,
                                      f"register-{address}-{self.n_events}"))
+        sim = self.workers.get(address)
+        if sim is not None:  # (not refused: a name clash closes it)
+            sim.slot = self.s.worker_slots.slot_of(address)
+
+    def worker_slot(self, address: str) -> int:
+        """The number a report from ``address`` carries: usually the worker's
+        own; every third report -1 or any number (another worker's, a
+        removed one's, none), as a stale one would be. The scheduler must
+        tell them apart."""
+        if self.n_events % 3:
+            return self.workers[address].slot
+        return self.n_events % 5 - 1
 
     def remove_worker(self, address: str) -> None:
         self.workers.pop(address, None)
@@ -288,7 +302,8 @@ class SchedulerWorld(TracedWorld):
                     # A worker asked to compute what it holds reports it at once.
                     sim.memory[msg.key] = msg.run_id
                     self.handle(m.TaskFinished(address, msg.key, 8, "int", 0.0, 0.0, msg.run_id,
-                                               (), f"have-{msg.key}-{self.n_events}"))
+                                               (), f"have-{msg.key}-{self.n_events}",
+                                               self.worker_slot(address)))
                 else:
                     sim.processing[msg.key] = msg
             elif isinstance(msg, m.FreeKeys):
@@ -385,7 +400,8 @@ class SchedulerWorld(TracedWorld):
         sim.memory[key] = msg.run_id
         transfers = ((tuple(added), 8 * len(added)),) if added else ()
         self.handle(m.TaskFinished(address, key, 8, "int", duration, self.now + duration,
-                                   msg.run_id, transfers, f"done-{key}-{self.n_events}"))
+                                   msg.run_id, transfers, f"done-{key}-{self.n_events}",
+                                   self.worker_slot(address)))
 
     def err(self, address: str, key: m.Key) -> None:
         msg = self.workers[address].processing.pop(key)

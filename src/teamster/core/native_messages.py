@@ -106,7 +106,7 @@ class TaskSpec(NativeMessage):
 
 class TaskFinished(NativeMessage):
     FIELDS = ("worker", "key", "nbytes", "type_name", "duration", "stop", "run_id",
-              "transfers", "stimulus_id")
+              "transfers", "stimulus_id", "worker_slot")
 
     def __init__(
         self,
@@ -119,6 +119,7 @@ class TaskFinished(NativeMessage):
         run_id: int,
         transfers: tuple[tuple[tuple[Key, ...], int], ...],
         stimulus_id: str,
+        worker_slot: int = -1,
     ) -> None:
         self.worker: Final = worker
         self.key: Final = key
@@ -138,6 +139,10 @@ class TaskFinished(NativeMessage):
         #: them in the event that touches those inputs anyway.
         self.transfers: Final = transfers
         self.stimulus_id: Final = stimulus_id
+        #: The worker's number at the scheduler (``WorkerSlots``), told at
+        #: registration; -1 until then. It finds the worker's record there by
+        #: a list index instead of a probe by address.
+        self.worker_slot: Final = worker_slot
 
 
 class ComputeTask(NativeMessage):

@@ -251,7 +251,8 @@ class SchedulerServer:
         self.handle(reg)
         if self._workers.get(address, (None,))[0] is not comm:
             return  # refused (duplicate name)
-        bsend.send(m.Reply(0, True, {"scheduler": self.address, "id": self.id}))
+        bsend.send(m.Reply(0, True, {"scheduler": self.address, "id": self.id,
+                                     "worker_slot": self.state.worker_slots.slot_of(address)}))
         reason = "connection closed"
         try:
             while True:

@@ -303,6 +303,7 @@ class WorkerServer:
         self._scheduler_comm = comm
         self._bsend = BatchedSend(interval=0.002)
         self._bsend.start(comm)
+        self.handle(ev.Registered(_worker_slot(first), self._stimulus("registered")))
         # Work may already ride in the batch that carried the acknowledgement.
         self._handle_scheduler_batch(first)
         self._spawn(self._read_scheduler(comm))
@@ -477,4 +478,14 @@ def _shutdown_reason(reply: Any) -> str:
 def _registered(reply: Any) -> bool:
     msgs = reply if isinstance(reply, (list, tuple)) else (reply,)
     return any(isinstance(x, m.Reply) and x.ok for x in msgs)
+
+
+def _worker_slot(reply: Any) -> int:
+    """The number the scheduler gave this worker (-1 from one that gives none)."""
+    msgs = reply if isinstance(reply, (list, tuple)) else (reply,)
+    for x in msgs:
+        if isinstance(x, m.Reply) and x.ok and isinstance(x.result, dict):
+            slot = x.result.get("worker_slot", -1)
+            return slot if isinstance(slot, int) else -1
+    return -1
 

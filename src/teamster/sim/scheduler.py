@@ -108,6 +108,12 @@ class SimScheduler:
         # (Decoded from the wire format by the stream, as the scheduler's
         # server gets it: a fresh object whose keys are new strings.)
         self.handle(msg)
+        if kind is m.RegisterWorker:
+            # The acknowledgement, with the worker's number, as the server sends it.
+            slot = self.state.worker_slots.slot_of(msg.address)
+            worker = self.sim.workers.get(msg.address)
+            if slot >= 0 and worker is not None and worker.alive:
+                worker.from_scheduler.send(m.Reply(0, True, {"worker_slot": slot}))
 
     def tick(self, _: Any = None) -> None:
         sim = self.sim

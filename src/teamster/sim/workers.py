@@ -84,6 +84,8 @@ class SimWorker:
         sim = self.sim
         sim.engine.trace(self.spec.name, type(event).__name__, ident(event))
         self.n_events += 1
+        if type(event) is m.Reply:  # (the acknowledgement of its registration)
+            event = ev.Registered(event.result["worker_slot"], self._stimulus("registered"))
         try:
             out = self.state.handle(event)
         except Exception as exc:

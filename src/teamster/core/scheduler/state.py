@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from teamster.core import messages as m
-from teamster.core.scheduler import intake, suspicion
+from teamster.core.scheduler import intake, suspicion, validation
 from teamster.core.scheduler import transitions as tr
 from teamster.core.scheduler.entities import (
     ClientInfo,
@@ -21,6 +21,7 @@ from teamster.core.scheduler.entities import (
     TaskPrefix,
     TaskState,
     WorkerInfo,
+    WorkerSlots,
     holding_order,
 )
 from teamster.core.scheduler.events import RetireWorkers, Tick
@@ -43,7 +44,7 @@ from teamster.core.scheduler.retire import Retirement
 from teamster.core.scheduler.stealing import Stealing
 from teamster.core.scheduler.validation import validate_state, validate_task
 from teamster.core.scheduler.worklists import Recommendations, Stack
-from teamster.core.story import InvalidTransition, InvariantError, StoryEntry
+from teamster.core.story import InvalidTransition, StoryEntry
 from teamster.core.transition_log import TransitionLog
 
 #: A task running this long, and over twice its estimate, blocks its thread:
@@ -70,6 +71,8 @@ class SchedulerState:
         self.workers: dict[str, WorkerInfo] = {}
         #: The same workers by their user-facing name (names are unique).
         self.workers_by_name: dict[str, WorkerInfo] = {}
+        #: The same workers by number (``TaskFinished.worker_slot``).
+        self.worker_slots = WorkerSlots()
         self.clients: dict[str, ClientInfo] = {}
         self.prefixes: dict[str, TaskPrefix] = {}
         #: One copy of each result type name (see ``_task_finished``).
@@ -509,6 +512,7 @@ class SchedulerState:
         )
         self.workers[ev.address] = ws
         self.workers_by_name[name] = ws
+        self.worker_slots.add(ws)
         self.total_threads += ws.nthreads
         self.report.capacity_changed(ev.now, self.total_threads)
         self.update_idle(ws)
@@ -530,6 +534,7 @@ class SchedulerState:
         self.report.worker_left(ws)
         del self.workers[ws.address]
         del self.workers_by_name[ws.name]
+        self.worker_slots.remove(ws)
         self.total_threads -= ws.nthreads
         ws.connected = False
         if ws.is_idle:
@@ -613,20 +618,25 @@ class SchedulerState:
         # class, and every read of one is a generic attribute lookup.
         run_id = ev.run_id
         stimulus_id = ev.stimulus_id
-        ws = self.workers.get(ev.worker)
-        if ws is None:
-            return  # a late message from a worker already removed
-        # Usually the oldest task assigned to its worker: found by its run id
-        # (unique per assignment) without probing ``tasks``, whose index,
-        # entry and key were three cold cache lines at 1,000 workers (the
-        # workers' index is a thousand entries, mostly cached). The key the
-        # worker echoes with the run id is the task's: validation checks.
-        ts = ws.first_assigned
-        if ts is None or ts.run_id != run_id:
-            ts = self.tasks.get(ev.key)
-        elif self.validate_enabled and ts.key != ev.key:
-            raise InvariantError(f"{ev.worker} reported run {run_id} as {ev.key!r}; "
-                                 f"that run is {ts.key!r}")
+        # Usually the oldest task assigned to its worker: found by the
+        # worker's number and the run id (unique per assignment) without
+        # probing ``workers`` or ``tasks``, whose index, entry and key were
+        # three cold cache lines each at 1,000 workers. A worker found so
+        # has the reported run at its head, which no other worker can have
+        # (run ids are never reused), so its number is not stale. The key
+        # and address the worker echoes are the task's and its own:
+        # validation checks.
+        ws = self.worker_slots.get(ev.worker_slot)
+        ts = None if ws is None else ws.first_assigned
+        if ws is None or ts is None or ts.run_id != run_id:
+            ws = self.workers.get(ev.worker)
+            if ws is None:
+                return  # a late message from a worker already removed
+            ts = ws.first_assigned
+            if ts is None or ts.run_id != run_id:
+                ts = self.tasks.get(ev.key)
+        if self.validate_enabled:
+            validation.check_finished_report(ev, ws, ts)
         for keys, nbytes in ev.transfers:  # (they landed before it finished)
             self.report.transfer(nbytes)
             self._add_replicas(ws, keys, stimulus_id)

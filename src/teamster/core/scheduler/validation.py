@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from teamster.core import messages as m
 from teamster.core.scheduler.entities import TASK_STATES, TaskState, WorkerInfo
 from teamster.core.scheduler.placement import LARGE_TRANSFER
 from teamster.core.story import InvariantError
@@ -187,6 +188,7 @@ def validate_state(s: SchedulerState) -> None:
         _fail(s, None, "total_threads disagrees with the workers")
     if len(s.workers_by_name) != len(s.workers):
         _fail(s, None, "workers_by_name has stale entries")
+    _check_slots(s)
     _walk_idle(s)
     # Late binding's liveness: a queued task waits only while every worker is
     # saturated (a worker with no threads is never idle: is_saturated), or
@@ -199,6 +201,30 @@ def validate_state(s: SchedulerState) -> None:
         for ts in cs.wants_what:
             if not ts.who_wants or cs not in ts.who_wants or s.tasks.get(ts.key) is not ts:
                 _fail(s, ts, f"client {cid} wants a task that does not know it")
+
+
+def _check_slots(s: SchedulerState) -> None:
+    """Each connected worker has one number, and the free numbers are the rest."""
+    slots = s.worker_slots
+    numbered = {slot: ws for slot, ws in enumerate(slots.records) if ws is not None}
+    if sorted(slots.free) != sorted(set(range(len(slots.records))) - set(numbered)):
+        _fail(s, None, f"free worker numbers {sorted(slots.free)} disagree with the records")
+    if len(numbered) != len(s.workers) or len(slots.by_address) != len(s.workers):
+        _fail(s, None, f"{len(numbered)} workers numbered, {len(s.workers)} connected")
+    for slot, ws in numbered.items():
+        if s.workers.get(ws.address) is not ws or slots.by_address.get(ws.address) != slot:
+            _fail(s, None, f"worker number {slot} is {ws.address}, not connected as such")
+
+
+def check_finished_report(ev: m.TaskFinished, ws: WorkerInfo, ts: TaskState | None) -> None:
+    """A ``TaskFinished`` found the record of the worker that sent it, and,
+    if the run it reports is current, the task that run is of."""
+    if ws.address != ev.worker:
+        raise InvariantError(f"{ev.worker} reported run {ev.run_id} as worker number "
+                             f"{ev.worker_slot}, which is {ws.address}")
+    if ts is not None and ts.run_id == ev.run_id and ts.key != ev.key:
+        raise InvariantError(f"{ev.worker} reported run {ev.run_id} as {ev.key!r}; "
+                             f"that run is {ts.key!r}")
 
 
 def _check_heap(s: SchedulerState) -> None:

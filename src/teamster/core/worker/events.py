@@ -68,3 +68,12 @@ class PauseChanged:
 
     paused: bool
     stimulus_id: str
+
+
+@record
+class Registered:
+    """The scheduler accepted the worker's registration and numbered it
+    (``TaskFinished.worker_slot``): the shell passes on its acknowledgement."""
+
+    worker_slot: int
+    stimulus_id: str

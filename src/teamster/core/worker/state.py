@@ -50,6 +50,7 @@ EXECUTE_FAILURE: Final = ev.ExecuteFailure
 ACQUIRE_REPLICAS: Final = m.AcquireReplicas
 DATA_PUT: Final = ev.DataPut
 PAUSE_CHANGED: Final = ev.PauseChanged
+REGISTERED: Final = ev.Registered
 
 
 class WorkerState:
@@ -63,6 +64,9 @@ class WorkerState:
         transition_log_length: int = 100_000,
     ) -> None:
         self.address = address
+        #: Its number at the scheduler (``events.Registered``), echoed in
+        #: every TaskFinished; -1 until the scheduler's acknowledgement.
+        self.worker_slot = -1
         self.nthreads = nthreads
         self.total_resources = dict(resources or {})
         #: Resources not held by executing tasks.
@@ -146,6 +150,8 @@ class WorkerState:
             self._data_put(event)
         elif kind is PAUSE_CHANGED:
             self._pause_changed(event)
+        elif kind is REGISTERED:
+            self.worker_slot = event.worker_slot
         else:
             raise TypeError(f"WorkerState cannot handle {kind.__name__}")
 
@@ -184,7 +190,7 @@ class WorkerState:
                        stop: float, run_id: int, stimulus_id: str) -> None:
         transfers = tuple([(keys, n) for keys, n, _, _ in self._take_transfers()])
         self._send(m.TaskFinished(self.address, ts.key, nbytes, type_name, duration, stop,
-                                  run_id, transfers, stimulus_id))
+                                  run_id, transfers, stimulus_id, self.worker_slot))
 
     def _busy(self) -> bool:
         """Some task runs, waits for a thread or waits for an input: an event

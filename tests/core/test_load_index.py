@@ -63,3 +63,27 @@ def test_a_worker_whose_load_falls_moves_down_only_when_read() -> None:
     assert a.load_bucket == bucket_of(0.001)
     index.discard(a)
     assert a.load_bucket == NOT_INDEXED and index.highest(2) == [b]
+
+
+def test_a_bucket_that_lost_most_of_its_workers_is_compacted_in_order() -> None:
+    """A dict keeps a hole per deleted entry until it grows, and iteration
+    steps over them all: a bucket that once held every worker would make
+    each ``highest`` walk a thousand holes. It is rebuilt as it shrinks,
+    keeping its order (the order victims are asked in)."""
+    import sys
+
+    workers = [WorkerInfo(f"tcp://w{i}", f"w{i}", 1, 0, {}, 0.0) for i in range(200)]
+    index = LoadIndex()
+    for ws in workers:
+        index.set(ws, 0.01)
+    low = bucket_of(0.01)
+    for ws in workers[:190]:
+        index.set(ws, 3.0)  # moves up: out of the low bucket
+    survivors = workers[190:]
+    bucket = index.buckets[low]
+    assert list(bucket) == survivors
+    # (At most 2 holes per entry, and 16, are kept.)
+    bound = {ws: None for ws in workers[:3 * len(survivors) + 16]}
+    assert sys.getsizeof(bucket) <= sys.getsizeof(bound) < sys.getsizeof(dict.fromkeys(workers))
+    index.validate()
+    assert index.highest(200)[190:] == survivors

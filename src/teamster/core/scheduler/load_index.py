@@ -50,11 +50,13 @@ class LoadIndex:
     """Each worker's place is kept on it (``WorkerInfo.load_bucket``): one
     index per scheduler, and no lookup to find a worker's bucket."""
 
-    __slots__ = ("buckets", "n")
+    __slots__ = ("buckets", "n", "removed")
 
     def __init__(self) -> None:
         self.buckets: list[dict[WorkerInfo, None]] = [{} for _ in range(N_BUCKETS)]
         self.n = 0
+        #: Entries deleted from each bucket since it was last rebuilt (``_take_out``).
+        self.removed = [0] * N_BUCKETS
 
     def __len__(self) -> int:
         return self.n
@@ -69,7 +71,7 @@ class LoadIndex:
         if old != NOT_INDEXED:
             if load < UPPER[old]:
                 return  # (down, if at all, when ``highest`` comes to it)
-            del self.buckets[old][ws]
+            self._take_out(old, ws)
         else:
             self.n += 1
         b = bucket_of(load)
@@ -79,9 +81,27 @@ class LoadIndex:
     def discard(self, ws: WorkerInfo) -> None:
         old = ws.load_bucket
         if old != NOT_INDEXED:
-            del self.buckets[old][ws]
+            self._take_out(old, ws)
             ws.load_bucket = NOT_INDEXED
             self.n -= 1
+
+    def _take_out(self, b: int, ws: WorkerInfo) -> None:
+        """Delete ``ws`` from bucket ``b``.
+
+        A dict keeps a hole where an entry was deleted until it next grows,
+        and iterating it steps over every hole before the first entry:
+        ``highest`` stepped over about 200 per call at 1,000 workers (3,150
+        instructions a call, a sixth of an average task's, by callgrind).
+        Rebuilt once it has lost more entries than it holds, in the same
+        order, a bucket's holes cost O(1) per deletion.
+        """
+        bucket = self.buckets[b]
+        del bucket[ws]
+        removed = self.removed[b] + 1
+        if removed > 2 * len(bucket) + 16:
+            self.buckets[b] = {w: None for w in bucket}
+            removed = 0
+        self.removed[b] = removed
 
     def highest(self, k: int) -> list[WorkerInfo]:
         """Up to k workers, from the most loaded bucket down.
@@ -110,7 +130,7 @@ class LoadIndex:
                     if len(out) >= k:
                         break
             for ws in fallen:
-                del bucket[ws]
+                self._take_out(b, ws)
                 down = bucket_of(ws.filed_load)
                 self.buckets[down][ws] = None
                 ws.load_bucket = down

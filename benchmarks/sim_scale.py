@@ -15,8 +15,9 @@ or heap, and the peak RSS reported is that run's own.
    inside ``SchedulerState.handle`` over the whole run, divided by the tasks.
    Each cell is the minimum over ``--repeat`` runs: the machine is shared,
    and interference only ever adds time (the median is shown beside it).
-   The runs go round by round, every size once per round, so that a drift
-   in the machine's speed lands on all sizes alike. The growth judged is
+   The runs go round by round, every size once per round (largest first in
+   every other round), so that a drift in the machine's speed lands on all
+   sizes alike. The growth judged is
    the median over rounds of each round's own ratio (largest cluster /
    smallest), a paired measure: the machine's speed has been seen to halve
    or double between runs minutes apart, which moves a ratio of minima
@@ -113,11 +114,13 @@ def scaling_table(workload: str, tasks: int, sizes: list[int], repeat: int, seed
 
     Round by round rather than size by size: the machine's speed drifts
     over minutes (other tenants), and measuring all of one size before the
-    next turned that drift into a difference between sizes.
+    next turned that drift into a difference between sizes. Every other
+    round runs the sizes largest first, so that a drift within rounds (the
+    machine has sped up 2x over one table) favours neither end.
     """
     runs: dict[int, list[dict[str, Any]]] = {n: [] for n in sizes}
     for i in range(repeat):
-        for n in sizes:
+        for n in (sizes if i % 2 == 0 else sizes[::-1]):
             r = simulate(workload, n, tasks, seed, replay=True)
             runs[n].append(r)
             print(f"  round {i + 1}, {n} workers: {r['scheduler_cpu_per_task_us']:.2f} us/task",

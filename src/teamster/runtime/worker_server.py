@@ -293,7 +293,8 @@ class WorkerServer:
                 self.address, self.name or self.address, self.nthreads, self.memory_limit,
                 tuple(sorted(self.resources.items())), 0.0, f"register-{self.address}"))
             first = await asyncio.wait_for(comm.recv(), timeout)
-            if not _registered(first):
+            ack = _acknowledgement(first)
+            if ack is None:
                 why = _shutdown_reason(first)
                 raise RuntimeError(f"The scheduler at {self.scheduler_address} refused this "
                                    "worker" + (f": {why}" if why else ""))
@@ -303,7 +304,7 @@ class WorkerServer:
         self._scheduler_comm = comm
         self._bsend = BatchedSend(interval=0.002)
         self._bsend.start(comm)
-        self.handle(ev.Registered(_worker_slot(first), self._stimulus("registered")))
+        self.handle(ev.Registered(_worker_slot(ack), self._stimulus("registered")))
         # Work may already ride in the batch that carried the acknowledgement.
         self._handle_scheduler_batch(first)
         self._spawn(self._read_scheduler(comm))
@@ -475,17 +476,14 @@ def _shutdown_reason(reply: Any) -> str:
     return next((x.reason for x in msgs if isinstance(x, m.Shutdown)), "")
 
 
-def _registered(reply: Any) -> bool:
+def _acknowledgement(reply: Any) -> m.Reply | None:
+    """The scheduler's acceptance of this worker's registration, if ``reply`` has it."""
     msgs = reply if isinstance(reply, (list, tuple)) else (reply,)
-    return any(isinstance(x, m.Reply) and x.ok for x in msgs)
+    return next((x for x in msgs if isinstance(x, m.Reply) and x.ok), None)
 
 
-def _worker_slot(reply: Any) -> int:
+def _worker_slot(ack: m.Reply) -> int:
     """The number the scheduler gave this worker (-1 from one that gives none)."""
-    msgs = reply if isinstance(reply, (list, tuple)) else (reply,)
-    for x in msgs:
-        if isinstance(x, m.Reply) and x.ok and isinstance(x.result, dict):
-            slot = x.result.get("worker_slot", -1)
-            return slot if isinstance(slot, int) else -1
-    return -1
+    slot = ack.result.get("worker_slot", -1) if isinstance(ack.result, dict) else -1
+    return slot if isinstance(slot, int) else -1
 

@@ -92,8 +92,9 @@ class LoadIndex:
         and iterating it steps over every hole before the first entry:
         ``highest`` stepped over about 200 per call at 1,000 workers (3,150
         instructions a call, a sixth of an average task's, by callgrind).
-        Rebuilt once it has lost more entries than it holds, in the same
-        order, a bucket's holes cost O(1) per deletion.
+        Rebuilt, in the same order, once it has lost more than twice the
+        entries it holds plus 16, a bucket's holes cost O(1) amortised per
+        deletion.
         """
         bucket = self.buckets[b]
         del bucket[ws]
